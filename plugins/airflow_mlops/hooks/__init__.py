@@ -1,0 +1,1 @@
+"""Connections and clients: MLflow, storage (local disk and S3)."""

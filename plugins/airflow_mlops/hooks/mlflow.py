@@ -1,0 +1,139 @@
+"""MLflow hook: the ``mlflow`` connection type (tracking URI, registry URI, token), clients built at run time."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseHook
+
+from airflow_mlops.exceptions import MlopsConfigurationError, explain
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+
+@dataclass(frozen=True)
+class MlflowSettings:
+    """Where MLflow lives. The token is kept out of repr so it never reaches a log line."""
+
+    tracking_uri: str
+    registry_uri: str | None = None
+    token: str | None = None
+
+    def __repr__(self) -> str:
+        return f"MlflowSettings(tracking_uri={self.tracking_uri!r}, registry_uri={self.registry_uri!r})"
+
+    def env(self) -> dict[str, str]:
+        """Environment for a child process (the torchrun workers log metrics from rank 0)."""
+        env = {"MLFLOW_TRACKING_URI": self.tracking_uri}
+        if self.registry_uri:
+            env["MLFLOW_REGISTRY_URI"] = self.registry_uri
+        if self.token:
+            env["MLFLOW_TRACKING_TOKEN"] = self.token
+        return env
+
+
+def settings_from_connection(conn: Any) -> MlflowSettings:
+    """Read an ``mlflow`` connection: extra ``tracking_uri`` wins, else ``schema://host:port/path``."""
+    extra = conn.extra_dejson or {}
+    tracking_uri = extra.get("tracking_uri")
+    if not tracking_uri and conn.host:
+        host = conn.host
+        if "://" not in host:
+            scheme = conn.schema or "http"
+            host = f"{scheme}://{host}"
+        if conn.port:
+            host = f"{host.rstrip('/')}:{conn.port}"
+        tracking_uri = host
+    if not tracking_uri:
+        raise MlopsConfigurationError(
+            explain(
+                f"MLflow connection {conn.conn_id!r} names no tracking server",
+                expected="host (http://mlflow:5000) or extra {'tracking_uri': 'sqlite:///...'}",
+                received={"host": conn.host, "extra_keys": sorted(extra)},
+                hint="edit the connection in Admin > Connections or set AIRFLOW_CONN_"
+                f"{conn.conn_id.upper()}.",
+            )
+        )
+    return MlflowSettings(
+        tracking_uri=tracking_uri,
+        registry_uri=extra.get("registry_uri") or None,
+        token=conn.password or extra.get("token") or None,
+    )
+
+
+class MlflowHook(BaseHook):
+    """
+    Talks to an MLflow tracking server and model registry.
+
+    :param mlflow_conn_id: Airflow connection of type ``mlflow``. Its host (or extra ``tracking_uri``) is the
+        tracking URI, extra ``registry_uri`` an optional separate registry, the password an optional bearer token.
+    """
+
+    conn_name_attr = "mlflow_conn_id"
+    default_conn_name = "mlflow_default"
+    conn_type = "mlflow"
+    hook_name = "MLflow"
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        return {
+            "hidden_fields": ["login"],
+            "relabeling": {"host": "Tracking URI (http://host or sqlite:///path)", "password": "Token"},
+            "placeholders": {
+                "host": "http://mlflow:5000",
+                "extra": '{"registry_uri": "", "tracking_uri": ""}',
+            },
+        }
+
+    def __init__(self, mlflow_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.mlflow_conn_id = mlflow_conn_id
+
+    @cached_property
+    def settings(self) -> MlflowSettings:
+        return settings_from_connection(self.get_connection(self.mlflow_conn_id))
+
+    def get_conn(self) -> MlflowClient:
+        return self.client
+
+    @cached_property
+    def client(self) -> MlflowClient:
+        from mlflow import MlflowClient
+
+        self.configure()
+        return MlflowClient(tracking_uri=self.settings.tracking_uri, registry_uri=self.settings.registry_uri)
+
+    def configure(self) -> None:
+        """Point the process-wide ``mlflow`` fluent API at this connection (model logging needs it)."""
+        import mlflow
+
+        s = self.settings
+        if s.token:
+            os.environ["MLFLOW_TRACKING_TOKEN"] = s.token
+        mlflow.set_tracking_uri(s.tracking_uri)
+        if s.registry_uri:
+            mlflow.set_registry_uri(s.registry_uri)
+
+    def get_or_create_experiment(self, name: str) -> str:
+        exp = self.client.get_experiment_by_name(name)
+        if exp is not None:
+            return exp.experiment_id
+        try:
+            return self.client.create_experiment(name)
+        except Exception:
+            # Another task created it in between: read it back instead of failing.
+            exp = self.client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+            return exp.experiment_id
+
+    def test_connection(self) -> tuple[bool, str]:
+        try:
+            self.client.search_experiments(max_results=1)
+            return True, f"Connected to MLflow at {self.settings.tracking_uri}"
+        except Exception as exc:
+            return False, str(exc)
