@@ -22,6 +22,8 @@ class MlflowSettings:
     tracking_uri: str
     registry_uri: str | None = None
     token: str | None = None
+    artifact_location: str | None = None
+    ui_url: str | None = None
 
     def __repr__(self) -> str:
         return f"MlflowSettings(tracking_uri={self.tracking_uri!r}, registry_uri={self.registry_uri!r})"
@@ -62,6 +64,8 @@ def settings_from_connection(conn: Any) -> MlflowSettings:
         tracking_uri=tracking_uri,
         registry_uri=extra.get("registry_uri") or None,
         token=conn.password or extra.get("token") or None,
+        artifact_location=extra.get("artifact_location") or None,
+        ui_url=extra.get("ui_url") or None,
     )
 
 
@@ -70,7 +74,9 @@ class MlflowHook(BaseHook):
     Talks to an MLflow tracking server and model registry.
 
     :param mlflow_conn_id: Airflow connection of type ``mlflow``. Its host (or extra ``tracking_uri``) is the
-        tracking URI, extra ``registry_uri`` an optional separate registry, the password an optional bearer token.
+        tracking URI, extra ``registry_uri`` an optional separate registry, ``artifact_location`` the artifact root of
+        experiments it creates (for a SQLite tracking URI), ``ui_url`` the MLflow UI for extra links, the password
+        an optional bearer token.
     """
 
     conn_name_attr = "mlflow_conn_id"
@@ -85,7 +91,7 @@ class MlflowHook(BaseHook):
             "relabeling": {"host": "Tracking URI (http://host or sqlite:///path)", "password": "Token"},
             "placeholders": {
                 "host": "http://mlflow:5000",
-                "extra": '{"registry_uri": "", "tracking_uri": ""}',
+                "extra": '{"registry_uri": "", "tracking_uri": "", "artifact_location": "", "ui_url": ""}',
             },
         }
 
@@ -123,7 +129,7 @@ class MlflowHook(BaseHook):
         if exp is not None:
             return exp.experiment_id
         try:
-            return self.client.create_experiment(name)
+            return self.client.create_experiment(name, artifact_location=self.settings.artifact_location)
         except Exception:
             # Another task created it in between: read it back instead of failing.
             exp = self.client.get_experiment_by_name(name)
@@ -137,3 +143,24 @@ class MlflowHook(BaseHook):
             return True, f"Connected to MLflow at {self.settings.tracking_uri}"
         except Exception as exc:
             return False, str(exc)
+
+
+RUN_KEY_TAG = "airflow.dag_run_key"
+
+
+def dag_run_key(dag_id: str, run_id: str) -> str:
+    return f"{dag_id}/{run_id}"
+
+
+def get_or_create_run(hook: MlflowHook, experiment_name: str, run_key: str, run_name: str | None = None,
+                      tags: dict[str, str] | None = None) -> str:
+    """The MLflow run of one DAG run: found by its key tag, created once. A retried task reuses it."""
+    client = hook.client
+    experiment_id = hook.get_or_create_experiment(experiment_name)
+    escaped = run_key.replace("'", "\\'")
+    found = client.search_runs([experiment_id], filter_string=f"tags.`{RUN_KEY_TAG}` = '{escaped}'", max_results=1)
+    if found:
+        return found[0].info.run_id
+    all_tags = {RUN_KEY_TAG: run_key, **(tags or {})}
+    run = client.create_run(experiment_id, run_name=run_name, tags=all_tags)
+    return run.info.run_id

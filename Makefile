@@ -1,0 +1,53 @@
+# airflow-mlops: make demo | make test | make bench | make up | make lint
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= $(CURDIR)/.venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+export AIRFLOW_HOME ?= $(CURDIR)/.airflow
+export AIRFLOW_CONFIG ?= $(CURDIR)/airflow.cfg
+export MLOPS_DATA_DIR ?= $(CURDIR)/data
+export MLOPS_MLFLOW_DIR ?= $(CURDIR)/.mlflow
+# Embedded default: MLflow tracking and registry in a SQLite file, artifacts on local disk.
+export AIRFLOW_CONN_MLFLOW_DEFAULT ?= {"conn_type": "mlflow", "extra": {"tracking_uri": "sqlite:///$(MLOPS_MLFLOW_DIR)/mlflow.db", "artifact_location": "$(MLOPS_MLFLOW_DIR)/artifacts"}}
+export PATH := $(VENV)/bin:$(PATH)
+export GIT_PYTHON_REFRESH := quiet
+
+.PHONY: demo test test-all bench up down lint data install clean
+
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt -c constraints.txt
+	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -c "import torch, mlflow, great_expectations, evidently, airflow, pandas; print('dependencies import: ok')"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+$(MLOPS_DATA_DIR)/rainfall/rainfall.parquet: include/datasets/build_rainfall.py | $(STAMP)
+	$(PY) include/datasets/build_rainfall.py --out $@
+
+data: $(MLOPS_DATA_DIR)/rainfall/rainfall.parquet
+
+$(AIRFLOW_HOME)/airflow.db: | $(STAMP)
+	mkdir -p $(AIRFLOW_HOME) $(MLOPS_MLFLOW_DIR)
+	airflow db migrate > $(AIRFLOW_HOME)/db-migrate.log 2>&1 || (tail -30 $(AIRFLOW_HOME)/db-migrate.log; exit 1)
+
+demo: install data $(AIRFLOW_HOME)/airflow.db
+	mkdir -p $(MLOPS_MLFLOW_DIR)
+	airflow dags test train_pipeline --conf '$(or $(CONF),{})' 2>&1 | tee $(AIRFLOW_HOME)/demo.log | grep -E "Window|Validation|\[rank0\]|Registered|Alias|Gate|ERROR|Traceback|state=" || true
+	$(PY) include/scripts/demo_summary.py
+
+test: install
+	$(PY) -m pytest
+
+bench: install data
+	$(PY) benchmarks/run.py
+
+lint: install
+	$(PY) -m ruff check plugins dags tests benchmarks include
+
+clean:
+	rm -rf $(AIRFLOW_HOME) $(MLOPS_MLFLOW_DIR) $(MLOPS_DATA_DIR)

@@ -1,0 +1,62 @@
+"""Run every benchmark (benchmarks/bench_*.py) and write benchmarks/results/RESULTS.md.
+
+    python benchmarks/run.py            # all, full size
+    python benchmarks/run.py --quick    # smaller inputs, for a quick look
+    python benchmarks/run.py parse      # one benchmark by name
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", help="benchmarks to run (parse, validation, training, drift)")
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    scripts = sorted(HERE.glob("bench_*.py"))
+    if args.names:
+        scripts = [s for s in scripts if s.stem.removeprefix("bench_") in args.names]
+    RESULTS.mkdir(exist_ok=True)
+    sections = [
+        "# Benchmark results",
+        "",
+        f"Run {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC on {platform.node()} "
+        f"({platform.machine()}, Python {platform.python_version()}). Medians of several runs; ratios compare "
+        "this project with the bare library doing the same work in the same run.",
+        "",
+    ]
+    failed = []
+    for script in scripts:
+        name = script.stem.removeprefix("bench_")
+        cmd = [sys.executable, str(script), "--out", str(RESULTS / f"{name}.json")]
+        if args.quick:
+            cmd.append("--quick")
+        print(f"== {name}: {' '.join(cmd[1:])}", flush=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        print(proc.stdout[-4000:], flush=True)
+        if proc.returncode != 0:
+            failed.append(name)
+            print(proc.stderr[-4000:], file=sys.stderr)
+            sections += [f"## {name}", "", f"FAILED (exit {proc.returncode})", ""]
+            continue
+        table = [line for line in proc.stdout.splitlines() if line.startswith("|")]
+        notes = [line for line in proc.stdout.splitlines() if line.startswith("> ")]
+        sections += [f"## {name}", "", (script.read_text().split('"""')[1].strip().splitlines() or [""])[0], "",
+                     *table, "", *notes, ""]
+    (RESULTS / "RESULTS.md").write_text("\n".join(sections) + "\n")
+    print(f"wrote {RESULTS / 'RESULTS.md'}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Evaluation, promotion gate, aliases per environment, alias history and rollback on the MLflow registry."""

@@ -1,0 +1,127 @@
+"""The promotion gate: a pure decision over the challenger's and the champion's metrics."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+
+from airflow_mlops.exceptions import MlopsConfigurationError, explain
+
+
+class Mode(str, Enum):
+    MAX = "max"
+    MIN = "min"
+
+
+class FirstModelPolicy(str, Enum):
+    """What to do when there is no champion yet."""
+
+    PROMOTE_IF_THRESHOLDS = "promote_if_thresholds"
+    REJECT = "reject"
+
+
+@dataclass(frozen=True)
+class GatePolicy:
+    """
+    :param metric: metric compared with the champion (e.g. ``auc``).
+    :param mode: ``max`` when higher is better, ``min`` otherwise.
+    :param thresholds: absolute floors (``max``) or ceilings (``min``) per metric, e.g. {"auc": 0.7}.
+    :param min_improvement: required relative improvement over the champion on ``metric`` (0.0 = not worse).
+    :param first_model: policy when no champion exists.
+    """
+
+    metric: str = "auc"
+    mode: Mode = Mode.MAX
+    thresholds: dict[str, float] = field(default_factory=dict)
+    min_improvement: float = 0.0
+    first_model: FirstModelPolicy = FirstModelPolicy.PROMOTE_IF_THRESHOLDS
+    threshold_modes: dict[str, Mode] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mode", Mode(self.mode))
+        object.__setattr__(self, "first_model", FirstModelPolicy(self.first_model))
+        object.__setattr__(self, "threshold_modes", {k: Mode(v) for k, v in self.threshold_modes.items()})
+        if not self.metric:
+            raise MlopsConfigurationError(explain("Gate metric is empty", expected="a metric name such as 'auc'",
+                                                  received=self.metric))
+        if self.min_improvement < 0 or math.isnan(self.min_improvement):
+            raise MlopsConfigurationError(
+                explain("min_improvement must be >= 0", expected="a relative improvement such as 0.01",
+                        received=self.min_improvement, hint="use thresholds to allow a worse model on purpose.")
+            )
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> GatePolicy:
+        return cls(**(d or {}))
+
+    def mode_for(self, metric: str) -> Mode:
+        if metric in self.threshold_modes:
+            return self.threshold_modes[metric]
+        if metric == self.metric:
+            return self.mode
+        return Mode.MIN if any(s in metric for s in ("loss", "error", "rmse", "mae", "brier")) else Mode.MAX
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    promote: bool
+    reason: str
+    checks: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _bad(x: float | None) -> bool:
+    return x is None or (isinstance(x, float) and (math.isnan(x) or math.isinf(x)))
+
+
+def decide(challenger: dict[str, float], champion: dict[str, float] | None, policy: GatePolicy) -> GateDecision:
+    """Does the challenger pass the absolute thresholds and beat the champion by the required margin?"""
+    checks: list[dict] = []
+    failures: list[str] = []
+    for metric, limit in sorted(policy.thresholds.items()):
+        value = challenger.get(metric)
+        mode = policy.mode_for(metric)
+        ok = not _bad(value) and (value >= limit if mode is Mode.MAX else value <= limit)
+        checks.append({"check": "threshold", "metric": metric, "value": value, "limit": limit,
+                       "mode": mode.value, "passed": ok})
+        if not ok:
+            op = ">=" if mode is Mode.MAX else "<="
+            failures.append(f"{metric}={value} is not {op} {limit}")
+    value = challenger.get(policy.metric)
+    if _bad(value):
+        failures.append(f"challenger has no valid {policy.metric} (got {value})")
+    if champion is None:
+        if policy.first_model is FirstModelPolicy.REJECT:
+            failures.append("no champion exists and the first-model policy is 'reject'")
+        checks.append({"check": "champion", "metric": policy.metric, "value": value, "champion": None,
+                       "passed": not failures})
+        if failures:
+            return GateDecision(False, "rejected: " + "; ".join(failures), checks)
+        return GateDecision(True, f"promoted: first model, {policy.metric}={value:.4f} passes all thresholds", checks)
+    best = champion.get(policy.metric)
+    if _bad(best):
+        # A champion without the metric cannot be compared: only the thresholds decide.
+        checks.append({"check": "champion", "metric": policy.metric, "value": value, "champion": best,
+                       "passed": True, "note": "champion has no valid metric"})
+    elif not _bad(value):
+        if policy.mode is Mode.MAX:
+            required = best + abs(best) * policy.min_improvement
+            ok = value > required if policy.min_improvement > 0 else value >= required
+        else:
+            required = best - abs(best) * policy.min_improvement
+            ok = value < required if policy.min_improvement > 0 else value <= required
+        checks.append({"check": "champion", "metric": policy.metric, "value": value, "champion": best,
+                       "required": required, "passed": ok})
+        if not ok:
+            failures.append(
+                f"{policy.metric}={value:.4f} does not beat champion {best:.4f} "
+                f"(required {'>' if policy.min_improvement > 0 else '>='} {required:.4f})"
+                if policy.mode is Mode.MAX
+                else f"{policy.metric}={value:.4f} does not beat champion {best:.4f} (required <= {required:.4f})"
+            )
+    if failures:
+        return GateDecision(False, "rejected: " + "; ".join(failures), checks)
+    return GateDecision(True, f"promoted: {policy.metric}={value:.4f} vs champion {best}", checks)

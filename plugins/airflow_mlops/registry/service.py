@@ -1,0 +1,181 @@
+"""The MLflow model registry as the project uses it: idempotent registration, aliases and their history."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from airflow_mlops.exceptions import RegistryError, explain
+from airflow_mlops.lineage import LineageRecord, check_complete
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+
+log = logging.getLogger(__name__)
+
+SOURCE_KEY_TAG = "mlops.source_key"
+ALIAS_MOVE_TAG_PREFIX = "mlops.alias_move."
+DECISION_TAG = "mlops.gate.decision"
+REASON_TAG = "mlops.gate.reason"
+
+
+@dataclass(frozen=True)
+class AliasMove:
+    alias: str
+    from_version: str | None
+    to_version: str
+    time: float
+    dag_run: str
+    reason: str
+    action: str = "promote"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class RegistryService:
+    """Operations on one MLflow registry through an ``MlflowClient``."""
+
+    def __init__(self, client: MlflowClient) -> None:
+        self.client = client
+
+    # --- versions -------------------------------------------------------------------------------------------
+
+    def ensure_registered_model(self, name: str, description: str | None = None) -> None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_registered_model(name)
+        except MlflowException:
+            try:
+                self.client.create_registered_model(name, description=description)
+            except MlflowException:
+                self.client.get_registered_model(name)  # created concurrently: fine
+
+    def find_version_by_source(self, name: str, source_key: str) -> ModelVersion | None:
+        escaped = source_key.replace("'", "\\'")
+        found = self.client.search_model_versions(f"name = '{name}' and tags.`{SOURCE_KEY_TAG}` = '{escaped}'")
+        return sorted(found, key=lambda v: int(v.version))[0] if found else None
+
+    def register(
+        self,
+        name: str,
+        model: Any,
+        run_id: str,
+        lineage: LineageRecord,
+        source_key: str,
+        input_example: Any,
+        packages: list[str],
+        extra_tags: dict[str, str] | None = None,
+    ) -> ModelVersion:
+        """Log ``model`` (PyTorch flavour) to ``run_id`` and register it, once per ``source_key``."""
+        check_complete(lineage)
+        existing = self.find_version_by_source(name, source_key)
+        if existing is not None:
+            log.info("Model %s version %s already registered for %s; reusing it", name, existing.version, source_key)
+            return existing
+        import mlflow
+        import mlflow.pytorch
+        import torch
+        from mlflow.models import infer_signature
+
+        from airflow_mlops.registry.evaluation import predict_proba
+
+        self.ensure_registered_model(name)
+        signature = infer_signature(input_example, predict_proba(model, input_example))
+        with mlflow.start_run(run_id=run_id):
+            info = mlflow.pytorch.log_model(
+                model,
+                name="model",
+                signature=signature,
+                input_example=input_example,
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}"],
+            )
+            mlflow.log_text("\n".join(packages) + "\n", "lineage/packages.txt")
+            mlflow.log_dict(lineage.to_dict(), "lineage/lineage.json")
+        tags = {**lineage.to_tags(), SOURCE_KEY_TAG: source_key, **(extra_tags or {})}
+        # A concurrent retry may have registered in between: check again right before creating.
+        existing = self.find_version_by_source(name, source_key)
+        if existing is not None:
+            return existing
+        mv = self.client.create_model_version(name, source=info.model_uri, run_id=run_id, tags=tags,
+                                               model_id=getattr(info, "model_id", None))
+        self._wait_ready(name, mv.version)
+        return self.client.get_model_version(name, mv.version)
+
+    def _wait_ready(self, name: str, version: str, timeout_s: float = 120) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            mv = self.client.get_model_version(name, version)
+            if mv.status == "READY":
+                return
+            if mv.status == "FAILED_REGISTRATION":
+                raise RegistryError(f"Registration of {name} v{version} failed: {mv.status_message}")
+            time.sleep(0.5)
+        raise RegistryError(f"{name} v{version} not READY after {timeout_s}s")
+
+    # --- aliases --------------------------------------------------------------------------------------------
+
+    def version_for_alias(self, name: str, alias: str) -> ModelVersion | None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_model_version_by_alias(name, alias)
+        except MlflowException:
+            return None
+
+    def set_alias(self, name: str, alias: str, version: str, dag_run: str, reason: str,
+                  action: str = "promote") -> AliasMove:
+        """Point ``alias`` at ``version`` and record the move in the registered model's history."""
+        current = self.version_for_alias(name, alias)
+        from_version = current.version if current is not None else None
+        move = AliasMove(alias=alias, from_version=from_version, to_version=str(version), time=time.time(),
+                         dag_run=dag_run, reason=reason, action=action)
+        if from_version == str(version):
+            log.info("Alias %s of %s already points at version %s; nothing to move", alias, name, version)
+            return move
+        self.client.set_registered_model_alias(name, alias, str(version))
+        self._record(name, move)
+        return move
+
+    def _record(self, name: str, move: AliasMove) -> None:
+        key = f"{ALIAS_MOVE_TAG_PREFIX}{time.time_ns():020d}"
+        self.client.set_registered_model_tag(name, key, json.dumps(move.to_dict(), sort_keys=True))
+
+    def alias_history(self, name: str, alias: str | None = None) -> list[dict[str, Any]]:
+        """Every recorded alias move of ``name`` (oldest first), optionally for one alias."""
+        model = self.client.get_registered_model(name)
+        moves = []
+        for key, value in sorted(model.tags.items()):
+            if key.startswith(ALIAS_MOVE_TAG_PREFIX):
+                entry = json.loads(value)
+                if alias is None or entry["alias"] == alias:
+                    moves.append(entry)
+        return moves
+
+    def version_metrics(self, version: ModelVersion, prefix: str = "eval.") -> dict[str, float]:
+        """Evaluation metrics recorded on a version as tags ``eval.<metric>``."""
+        out = {}
+        for key, value in (version.tags or {}).items():
+            if key.startswith(prefix):
+                try:
+                    out[key[len(prefix):]] = float(value)
+                except ValueError:
+                    continue
+        return out
+
+
+def require_version(service: RegistryService, name: str, version: str | int) -> ModelVersion:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return service.client.get_model_version(name, str(version))
+    except MlflowException as exc:
+        raise RegistryError(
+            explain(f"Model version {name} v{version} not found", expected="a registered version",
+                    received=str(version), hint="check the upstream registration task's XCom.")
+        ) from exc

