@@ -22,7 +22,7 @@ def test_dagbag_has_no_import_errors():
     assert bag.import_errors == {}
     assert EXPECTED_DAGS <= set(bag.dag_ids)
     for dag_id in bag.dag_ids:
-        dag = bag.get_dag(dag_id)
+        dag = bag.dags[dag_id]
         assert dag.tags, f"{dag_id} has no tags"
         assert dag.doc_md, f"{dag_id} has no documentation"
 

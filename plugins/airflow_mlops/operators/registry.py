@@ -278,9 +278,22 @@ class PromoteModelOperator(BaseOperator):
                 moves.append(move.to_dict())
                 self.log.info("Alias %s of %s: v%s -> v%s (%s)", alias, self.model_name, move.from_version,
                               version, decision.reason)
-        else:
+        result = {"name": self.model_name, "version": version, "promoted": decision.promote,
+                  "reason": decision.reason, "checks": decision.checks, "moves": moves}
+        if not decision.promote:
             self.log.warning("Gate rejected %s v%s, no alias moved: %s", self.model_name, version, decision.reason)
             if self.fail_on_reject:
                 raise PromotionRejectedError(decision.reason)
-        return {"name": self.model_name, "version": version, "promoted": decision.promote,
-                "reason": decision.reason, "checks": decision.checks, "moves": moves}
+            # Skipped, not failed: a rejected challenger is a normal outcome, and a skipped task emits no
+            # Asset event, so deployments scheduled on the alias do not run for nothing.
+            context["ti"].xcom_push(key="return_value", value=result)
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            raise AirflowSkipException(f"promotion gate rejected v{version}: {decision.reason}")
+        for outlet in self.outlets or []:
+            if hasattr(outlet, "uri"):
+                context["outlet_events"][outlet].extra = {
+                    "model": self.model_name, "version": version, "aliases": list(self.aliases),
+                    "reason": decision.reason, "dag_run": dag_run,
+                }
+        return result

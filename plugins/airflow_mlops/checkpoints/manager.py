@@ -1,0 +1,391 @@
+"""Checkpoint manager: stage, commit atomically, list committed, verify, pick latest/best, apply retention."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from airflow_mlops.checkpoints import manifest as mf
+from airflow_mlops.checkpoints.retention import CheckpointRecord, best_record, plan_retention
+from airflow_mlops.exceptions import CheckpointCorruptError, CheckpointError, StorageError, explain
+from airflow_mlops.hooks.storage import LocalStorage, Storage, get_storage, is_s3, join, local_path
+from airflow_mlops.training.config import CheckpointPolicy
+
+log = logging.getLogger("airflow_mlops.checkpoints")
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """A committed checkpoint as readers see it."""
+
+    uri: str
+    step: int
+    manifest: dict[str, Any] = field(repr=False)
+
+    @property
+    def epoch(self) -> int:
+        return int(self.manifest.get("epoch", 0))
+
+    @property
+    def metrics(self) -> dict[str, float | None]:
+        return dict(self.manifest.get("metrics") or {})
+
+
+@dataclass
+class StagedCheckpoint:
+    """A checkpoint being written: a local folder that no reader looks at until :meth:`CheckpointManager.commit`."""
+
+    step: int
+    dir: str
+    digests: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.dir, name)
+
+    def save_torch(self, name: str, obj: Any) -> None:
+        """``torch.save`` into the stage, hashing on the way and syncing to disk before commit."""
+        import torch
+
+        path = self.path(name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as fh:
+            writer = mf.HashingWriter(fh)
+            torch.save(obj, writer)
+            fh.flush()
+            os.fsync(fh.fileno())
+        self.digests[name] = {"sha256": writer.sha256, "size": writer.size}
+
+    def save_bytes(self, name: str, data: bytes) -> None:
+        path = self.path(name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        sha, size = mf.bytes_digest(data)
+        self.digests[name] = {"sha256": sha, "size": size}
+
+
+class CheckpointManager:
+    """
+    Checkpoints of one run under ``root_uri`` (local folder or s3:// prefix), one folder per checkpoint.
+
+    A checkpoint exists for readers once its folder ``step-XXXXXXXXXX`` holds ``manifest.json``: on disk the
+    folder is written under a temporary name and renamed; on S3 the files go up first and the manifest last.
+
+    :param root_uri: the run's checkpoint folder.
+    :param policy: frequency and retention; only retention and ``monitor`` are used here.
+    :param storage: the store; picked from the URI when omitted.
+    """
+
+    def __init__(self, root_uri: str, policy: CheckpointPolicy | None = None, storage: Storage | None = None) -> None:
+        self.root_uri = root_uri.rstrip("/") if is_s3(root_uri) else local_path(root_uri)
+        self.policy = policy or CheckpointPolicy(keep_best=0)
+        self.storage = storage or get_storage(self.root_uri)
+        self.local = isinstance(self.storage, LocalStorage)
+
+    # ---- naming -------------------------------------------------------------------------------------------
+    def uri_for(self, step: int) -> str:
+        return join(self.root_uri, mf.step_dirname(step))
+
+    # ---- writing ------------------------------------------------------------------------------------------
+    def stage(self, step: int) -> StagedCheckpoint:
+        """A fresh staging folder: inside the root on disk (so the commit is a rename), a temp folder for S3."""
+        mf.step_dirname(step)  # validates the range before anything is written
+        if self.local:
+            os.makedirs(self.root_uri, exist_ok=True)
+            path = os.path.join(self.root_uri, f"{mf.TMP_PREFIX}{mf.step_dirname(step)}-{uuid.uuid4().hex[:8]}")
+            os.makedirs(path)
+        else:
+            path = tempfile.mkdtemp(prefix=f"ckpt-{mf.step_dirname(step)}-")
+        return StagedCheckpoint(step=step, dir=path)
+
+    def discard(self, staged: StagedCheckpoint) -> None:
+        shutil.rmtree(staged.dir, ignore_errors=True)
+
+    def commit(
+        self,
+        staged: StagedCheckpoint,
+        *,
+        epoch: int,
+        metrics: dict[str, float] | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> CheckpointInfo:
+        """Digest every staged file, write the manifest last and publish the checkpoint in one step."""
+        files: dict[str, dict[str, Any]] = {}
+        for dirpath, _dirs, names in os.walk(staged.dir):
+            for name in names:
+                full = os.path.join(dirpath, name)
+                rel = os.path.relpath(full, staged.dir).replace(os.sep, "/")
+                if rel == mf.MANIFEST_NAME:
+                    continue
+                if rel not in staged.digests:
+                    sha, size = mf.file_digest(full)
+                    staged.digests[rel] = {"sha256": sha, "size": size}
+                files[rel] = staged.digests[rel]
+        manifest = mf.build_manifest(step=staged.step, epoch=epoch, files=files, metrics=metrics, meta=meta)
+        data = mf.dumps(manifest)
+        final = self.uri_for(staged.step)
+        try:
+            if self.local:
+                self._commit_local(staged, data, final)
+            else:
+                self._commit_remote(staged, data, final)
+        except BaseException:
+            self.discard(staged)
+            raise
+        log.info("Committed checkpoint %s (step %d, epoch %d)", final, staged.step, epoch)
+        return CheckpointInfo(uri=final, step=staged.step, manifest=manifest)
+
+    def _commit_local(self, staged: StagedCheckpoint, manifest_bytes: bytes, final: str) -> None:
+        manifest_path = staged.path(mf.MANIFEST_NAME)
+        with open(manifest_path, "wb") as fh:
+            fh.write(manifest_bytes)
+            fh.flush()
+            os.fsync(fh.fileno())
+        for dirpath, _dirs, _names in os.walk(staged.dir):
+            mf.fsync_dir(dirpath)
+        trash = None
+        if os.path.exists(final):
+            # Saving a step again (its earlier copy was corrupt): move the old one out of the way first.
+            trash = os.path.join(self.root_uri, f"{mf.TMP_PREFIX}old-{os.path.basename(final)}-{uuid.uuid4().hex[:8]}")
+            os.rename(final, trash)
+        os.rename(staged.dir, final)
+        mf.fsync_dir(self.root_uri)
+        if trash:
+            shutil.rmtree(trash, ignore_errors=True)
+
+    def _commit_remote(self, staged: StagedCheckpoint, manifest_bytes: bytes, final: str) -> None:
+        if self.storage.exists(join(final, mf.MANIFEST_NAME)):
+            # Uncommit the old copy first so no reader pairs its manifest with the new files.
+            self.storage.delete(join(final, mf.MANIFEST_NAME))
+        for rel in sorted(staged.digests):
+            self.storage.upload_file(staged.path(rel), join(final, rel))
+        self.storage.write_bytes(join(final, mf.MANIFEST_NAME), manifest_bytes)
+        shutil.rmtree(staged.dir, ignore_errors=True)
+
+    # ---- reading ------------------------------------------------------------------------------------------
+    def _step_folders(self) -> dict[int, tuple[str, bool]]:
+        """step -> (uri, has manifest), for folders named by the strict step pattern."""
+        out: dict[int, tuple[str, bool]] = {}
+        if self.local:
+            if not os.path.isdir(self.root_uri):
+                return out
+            for name in os.listdir(self.root_uri):
+                step = mf.parse_step_dirname(name)
+                if step is None:
+                    continue
+                path = os.path.join(self.root_uri, name)
+                out[step] = (path, os.path.isfile(os.path.join(path, mf.MANIFEST_NAME)))
+            return out
+        prefix = self.root_uri + "/"
+        for key in self.storage.list(prefix):
+            rest = key[len(prefix):]
+            folder, _, tail = rest.partition("/")
+            step = mf.parse_step_dirname(folder)
+            if step is None or not tail:
+                continue
+            uri, committed = out.get(step, (prefix + folder, False))
+            out[step] = (uri, committed or tail == mf.MANIFEST_NAME)
+        return out
+
+    def committed(self) -> list[CheckpointInfo]:
+        """Every committed checkpoint, oldest first; an unreadable manifest is logged and skipped."""
+        infos = []
+        for step, (uri, has_manifest) in sorted(self._step_folders().items()):
+            if not has_manifest:
+                continue
+            try:
+                infos.append(CheckpointInfo(uri=uri, step=step, manifest=read_manifest(uri, self.storage)))
+            except (CheckpointError, StorageError) as exc:
+                log.warning("Skipping checkpoint %s: %s", uri, exc)
+        return infos
+
+    def verify(self, checkpoint: CheckpointInfo | str) -> CheckpointInfo:
+        info = checkpoint if isinstance(checkpoint, CheckpointInfo) else self.info(checkpoint)
+        verify_files(info.uri, info.manifest, self.storage)
+        return info
+
+    def info(self, uri: str) -> CheckpointInfo:
+        manifest = read_manifest(uri, self.storage)
+        return CheckpointInfo(uri=uri.rstrip("/"), step=int(manifest["step"]), manifest=manifest)
+
+    def latest(self, verify: bool = True) -> CheckpointInfo | None:
+        """The newest committed checkpoint (whose files match their checksums when ``verify``)."""
+        for info in reversed(self.committed()):
+            if not verify:
+                return info
+            try:
+                return self.verify(info)
+            except (CheckpointCorruptError, StorageError) as exc:
+                log.warning("Checkpoint %s is corrupt and is skipped; trying the previous one. %s", info.uri, exc)
+        return None
+
+    def best(self) -> CheckpointInfo | None:
+        """The best committed checkpoint by the policy's monitored metric, or None without scores."""
+        infos = self.committed()
+        records = [CheckpointRecord(i.uri, i.step, i.metrics.get(self.policy.monitor)) for i in infos]
+        best = best_record(records, self.policy.mode)
+        return next((i for i in infos if best and i.uri == best.uri), None)
+
+    # ---- housekeeping -------------------------------------------------------------------------------------
+    def apply_retention(self, protected: Iterable[str] = ()) -> list[str]:
+        """Delete what the policy does not keep; a failed delete is logged and retried next time."""
+        infos = self.committed()
+        records = [CheckpointRecord(i.uri, i.step, i.metrics.get(self.policy.monitor)) for i in infos]
+        plan = plan_retention(records, keep_last=self.policy.keep_last, keep_best=self.policy.keep_best,
+                              mode=self.policy.mode, protected=protected)
+        deleted = []
+        for uri in plan.delete:
+            try:
+                self._delete_checkpoint(uri)
+                deleted.append(uri)
+            except Exception as exc:  # noqa: BLE001 - a failed purge must not fail training
+                log.warning("Could not delete checkpoint %s (kept for now): %s", uri, exc)
+        if deleted:
+            log.info("Retention deleted %d checkpoint(s): %s", len(deleted), ", ".join(deleted))
+        return deleted
+
+    def _delete_checkpoint(self, uri: str) -> None:
+        if self.local:
+            # Uncommit first (the manifest goes), so a half-deleted folder never looks committed.
+            manifest_path = os.path.join(uri, mf.MANIFEST_NAME)
+            if os.path.exists(manifest_path):
+                os.unlink(manifest_path)
+            shutil.rmtree(uri)
+        else:
+            self.storage.delete(join(uri, mf.MANIFEST_NAME))
+            self.storage.delete_prefix(uri + "/")
+
+    def cleanup_incomplete(self) -> list[str]:
+        """Remove leftovers of interrupted writes: temporary folders, and step folders without a manifest."""
+        removed = []
+        if self.local:
+            if not os.path.isdir(self.root_uri):
+                return removed
+            for name in os.listdir(self.root_uri):
+                if name.startswith(mf.TMP_PREFIX):
+                    shutil.rmtree(os.path.join(self.root_uri, name), ignore_errors=True)
+                    removed.append(name)
+        for _step, (uri, has_manifest) in self._step_folders().items():
+            if not has_manifest:
+                try:
+                    self.storage.delete_prefix(uri if self.local else uri + "/")
+                    removed.append(uri)
+                except Exception as exc:  # noqa: BLE001
+                    log.warning("Could not remove the incomplete checkpoint %s: %s", uri, exc)
+        if removed:
+            log.info("Removed %d incomplete checkpoint write(s) from an interrupted attempt", len(removed))
+        return removed
+
+
+def read_manifest(checkpoint_uri: str, storage: Storage | None = None) -> dict[str, Any]:
+    """The manifest of a committed checkpoint; :class:`CheckpointError` when the folder is not committed."""
+    storage = storage or get_storage(checkpoint_uri)
+    path = join(checkpoint_uri.rstrip("/") if is_s3(checkpoint_uri) else local_path(checkpoint_uri),
+                mf.MANIFEST_NAME)
+    try:
+        data = storage.read_bytes(path)
+    except StorageError as exc:
+        raise CheckpointError(
+            explain("No committed checkpoint at this location", expected=f"{mf.MANIFEST_NAME} in the folder",
+                    received=checkpoint_uri, hint="checkpoints whose write was interrupted have no manifest.")
+        ) from exc
+    return mf.loads(data, checkpoint_uri)
+
+
+def verify_files(checkpoint_uri: str, manifest: dict[str, Any], storage: Storage | None = None) -> None:
+    """Check size and sha256 of every file the manifest lists; :class:`CheckpointCorruptError` otherwise."""
+    storage = storage or get_storage(checkpoint_uri)
+    for rel, expected in manifest["files"].items():
+        path = join(checkpoint_uri, *rel.split("/"))
+        if isinstance(storage, LocalStorage):
+            if not os.path.isfile(path):
+                raise CheckpointCorruptError(
+                    explain(f"Checkpoint file {rel} is missing", expected="every file in the manifest",
+                            received=checkpoint_uri)
+                )
+            sha, size = mf.file_digest(path)
+        else:
+            try:
+                sha, size = mf.bytes_digest(storage.read_bytes(path))
+            except StorageError as exc:
+                raise CheckpointCorruptError(
+                    explain(f"Checkpoint file {rel} is missing", expected="every file in the manifest",
+                            received=checkpoint_uri)
+                ) from exc
+        mf.check_file(rel, expected, sha, size, checkpoint_uri)
+
+
+@contextmanager
+def local_copy(checkpoint_uri: str, storage: Storage | None = None, verify: bool = True) -> Iterator[str]:
+    """A local folder holding the checkpoint's files (the folder itself on disk, a verified download from S3)."""
+    storage = storage or get_storage(checkpoint_uri)
+    manifest = read_manifest(checkpoint_uri, storage)
+    if isinstance(storage, LocalStorage):
+        path = local_path(checkpoint_uri)
+        if verify:
+            verify_files(path, manifest, storage)
+        yield path
+        return
+    tmp = tempfile.mkdtemp(prefix="ckpt-read-")
+    try:
+        for rel, expected in manifest["files"].items():
+            dst = os.path.join(tmp, *rel.split("/"))
+            try:
+                storage.download_file(join(checkpoint_uri, *rel.split("/")), dst)
+            except StorageError as exc:
+                raise CheckpointCorruptError(
+                    explain(f"Checkpoint file {rel} is missing", expected="every file in the manifest",
+                            received=checkpoint_uri)
+                ) from exc
+            if verify:
+                sha, size = mf.file_digest(dst)
+                mf.check_file(rel, expected, sha, size, checkpoint_uri)
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+class BackgroundSaver:
+    """One background thread that writes checkpoints while training goes on; one save in flight at a time."""
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._result: Any = None
+
+    def submit(self, fn: Callable[[], Any]) -> None:
+        self.wait()
+
+        def run() -> None:
+            try:
+                self._result = fn()
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the training thread by wait()
+                self._error = exc
+
+        self._thread = threading.Thread(target=run, name="checkpoint-save", daemon=True)
+        self._thread.start()
+
+    @property
+    def busy(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def wait(self) -> Any:
+        """Block until the save in flight is done; raise its error if it failed."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise CheckpointError(explain("Background checkpoint save failed", expected="a committed checkpoint",
+                                          received=repr(err))) from err
+        return self._result

@@ -1,0 +1,340 @@
+"""Typed training configuration: data set, checkpoint policy and the run itself, validated on construction."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass, field, fields
+from enum import Enum, StrEnum
+from typing import Any
+
+from airflow_mlops.exceptions import MlopsConfigurationError, explain
+
+DEFAULT_MODEL_FACTORY = "airflow_mlops.training.models:tabular_mlp"
+_FACTORY_RE = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
+_ENDPOINT_RE = re.compile(r"^[\w.\-\[\]:]+:\d{1,5}$")
+_TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
+
+
+class Strategy(StrEnum):
+    """How the model is spread over the processes."""
+
+    DDP = "ddp"
+    FSDP = "fsdp"
+
+
+class Task(StrEnum):
+    """The learning problem; it picks the loss and the evaluation metrics."""
+
+    BINARY = "binary"
+    REGRESSION = "regression"
+    MULTICLASS = "multiclass"
+
+
+class MonitorMode(StrEnum):
+    """Whether a smaller or a larger monitored metric is better."""
+
+    MIN = "min"
+    MAX = "max"
+
+
+class LrSchedule(StrEnum):
+    CONSTANT = "constant"
+    COSINE = "cosine"
+
+
+def _enum(cls: type[Enum], value: Any, name: str) -> Any:
+    if isinstance(value, cls):
+        return value
+    try:
+        return cls(str(value).lower())
+    except ValueError:
+        raise MlopsConfigurationError(
+            explain(f"Unknown {name}", expected=f"one of {[m.value for m in cls]}", received=value)
+        ) from None
+
+
+def _positive_int(value: Any, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise MlopsConfigurationError(
+            explain(f"{name} is out of range", expected=f"an integer >= {minimum}", received=value)
+        )
+    return value
+
+
+def _table_uri(uri: Any, name: str) -> None:
+    if not isinstance(uri, str) or not uri.lower().endswith(_TABLE_SUFFIXES):
+        raise MlopsConfigurationError(
+            explain(
+                f"{name} is not a table this runtime reads",
+                expected=f"a local path or s3:// URI ending in one of {_TABLE_SUFFIXES}",
+                received=uri,
+            )
+        )
+
+
+@dataclass(kw_only=True)
+class DatasetSpec:
+    """
+    Where the training (and optional evaluation) rows are and which columns the model sees.
+
+    :param train_uri: CSV or Parquet file, local path or s3:// URI.
+    :param target_column: the label column.
+    :param feature_columns: the input columns, in the order the model receives them.
+    :param eval_uri: optional held-out table with the same columns, evaluated after every epoch.
+    """
+
+    train_uri: str
+    target_column: str
+    feature_columns: list[str]
+    eval_uri: str | None = None
+
+    def __post_init__(self) -> None:
+        _table_uri(self.train_uri, "train_uri")
+        if self.eval_uri is not None:
+            _table_uri(self.eval_uri, "eval_uri")
+        if not isinstance(self.target_column, str) or not self.target_column:
+            raise MlopsConfigurationError(
+                explain("target_column is empty", expected="a column name", received=self.target_column)
+            )
+        if isinstance(self.feature_columns, str) or not self.feature_columns:
+            raise MlopsConfigurationError(
+                explain("feature_columns must be a non-empty list of column names",
+                        expected="['f1', 'f2', ...]", received=self.feature_columns)
+            )
+        self.feature_columns = [str(c) for c in self.feature_columns]
+        if len(set(self.feature_columns)) != len(self.feature_columns):
+            raise MlopsConfigurationError(
+                explain("feature_columns repeats a column", expected="unique names", received=self.feature_columns)
+            )
+        if self.target_column in self.feature_columns:
+            raise MlopsConfigurationError(
+                explain("The target column is also a feature", expected="target outside feature_columns",
+                        received=self.target_column, hint="drop it from feature_columns (label leakage).")
+            )
+
+
+@dataclass(kw_only=True)
+class CheckpointPolicy:
+    """
+    How often checkpoints are written and which ones are kept.
+
+    :param every_n_steps: save after every N optimizer steps (exclusive with ``every_n_epochs``).
+    :param every_n_epochs: save after every N epochs; the default when neither is given is 1.
+    :param keep_last: how many of the newest checkpoints are kept (at least 2, so a corrupt newest one
+        still leaves one to resume from).
+    :param keep_best: how many of the best checkpoints by ``monitor`` are kept in addition.
+    :param monitor: the metric that ranks checkpoints, e.g. ``val_loss`` or ``val_auc``.
+    :param mode: ``min`` when smaller is better, ``max`` otherwise.
+    :param async_save: write checkpoints in a background thread while training goes on.
+    """
+
+    every_n_steps: int | None = None
+    every_n_epochs: int | None = None
+    keep_last: int = 2
+    keep_best: int = 1
+    monitor: str = "val_loss"
+    mode: MonitorMode = MonitorMode.MIN
+    async_save: bool = False
+
+    def __post_init__(self) -> None:
+        if self.every_n_steps is not None and self.every_n_epochs is not None:
+            raise MlopsConfigurationError(
+                explain("Checkpoint frequency is given twice", expected="every_n_steps or every_n_epochs",
+                        received={"every_n_steps": self.every_n_steps, "every_n_epochs": self.every_n_epochs})
+            )
+        if self.every_n_steps is None and self.every_n_epochs is None:
+            self.every_n_epochs = 1
+        if self.every_n_steps is not None:
+            _positive_int(self.every_n_steps, "every_n_steps")
+        if self.every_n_epochs is not None:
+            _positive_int(self.every_n_epochs, "every_n_epochs")
+        if isinstance(self.keep_last, bool) or not isinstance(self.keep_last, int) or self.keep_last < 2:
+            raise MlopsConfigurationError(
+                explain("keep_last is too small", expected="an integer >= 2", received=self.keep_last,
+                        hint="with a single kept checkpoint a corrupt write leaves nothing to resume from.")
+            )
+        _positive_int(self.keep_best, "keep_best", minimum=0)
+        if not isinstance(self.monitor, str) or not self.monitor:
+            raise MlopsConfigurationError(explain("monitor is empty", expected="a metric name such as val_loss",
+                                                  received=self.monitor))
+        self.mode = _enum(MonitorMode, self.mode, "checkpoint mode")
+        self.async_save = bool(self.async_save)
+
+
+@dataclass(kw_only=True)
+class TrainingConfig:
+    """
+    One distributed training run.
+
+    :param dataset: the rows and columns to train on.
+    :param checkpoint_dir: local folder or s3:// prefix of this run's checkpoints; a retry that finds
+        committed checkpoints there resumes from the newest valid one.
+    :param output_dir: local folder (or s3:// prefix) where rank 0 writes ``result.json``.
+    :param model_factory: ``module:function`` returning an ``nn.Module``; the built-in MLP by default.
+    :param model_kwargs: keyword arguments of the factory; ``in_features`` (and, for the built-in MLP,
+        ``feature_mean``/``feature_std``) are filled from the data when the factory takes them and they are absent.
+    :param init_checkpoint_uri: start from these weights (fine-tuning) when the run has no checkpoint yet.
+    :param max_steps: stop after this many optimizer steps (all epochs when None).
+    :param protected_checkpoints: checkpoint URIs retention never deletes (e.g. ones a registered model uses).
+    """
+
+    dataset: DatasetSpec
+    checkpoint_dir: str
+    output_dir: str
+    model_factory: str = DEFAULT_MODEL_FACTORY
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    task: Task = Task.BINARY
+    strategy: Strategy = Strategy.DDP
+    epochs: int = 1
+    batch_size: int = 64
+    eval_batch_size: int = 1024
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    lr_schedule: LrSchedule = LrSchedule.CONSTANT
+    seed: int = 0
+    max_steps: int | None = None
+    nproc_per_node: int = 1
+    nnodes: int = 1
+    node_rank: int = 0
+    rdzv_endpoint: str | None = None
+    checkpoint: CheckpointPolicy = field(default_factory=CheckpointPolicy)
+    run_name: str = "training"
+    mlflow_run_id: str | None = None
+    init_checkpoint_uri: str | None = None
+    protected_checkpoints: list[str] = field(default_factory=list)
+    log_every_n_steps: int = 50
+
+    def __post_init__(self) -> None:
+        if isinstance(self.dataset, dict):
+            self.dataset = DatasetSpec(**self.dataset)
+        if isinstance(self.checkpoint, dict):
+            self.checkpoint = CheckpointPolicy(**self.checkpoint)
+        if not isinstance(self.dataset, DatasetSpec):
+            raise MlopsConfigurationError(
+                explain("dataset has the wrong type", expected="DatasetSpec or dict", received=type(self.dataset))
+            )
+        self.task = _enum(Task, self.task, "task")
+        self.strategy = _enum(Strategy, self.strategy, "strategy")
+        self.lr_schedule = _enum(LrSchedule, self.lr_schedule, "lr_schedule")
+        if not isinstance(self.model_factory, str) or not _FACTORY_RE.match(self.model_factory):
+            raise MlopsConfigurationError(
+                explain("model_factory is not an import path", expected="'package.module:function'",
+                        received=self.model_factory,
+                        hint="put the module under include/ and add that folder to pythonpath.")
+            )
+        if not isinstance(self.model_kwargs, dict):
+            raise MlopsConfigurationError(
+                explain("model_kwargs must be a mapping", expected="a dict", received=self.model_kwargs)
+            )
+        for name in ("epochs", "batch_size", "eval_batch_size", "nproc_per_node", "nnodes", "log_every_n_steps"):
+            _positive_int(getattr(self, name), name)
+        if self.max_steps is not None:
+            _positive_int(self.max_steps, "max_steps")
+        _positive_int(self.seed, "seed", minimum=0)
+        if isinstance(self.node_rank, bool) or not isinstance(self.node_rank, int) or not (
+            0 <= self.node_rank < self.nnodes
+        ):
+            raise MlopsConfigurationError(
+                explain("node_rank is out of range", expected=f"0 <= node_rank < nnodes ({self.nnodes})",
+                        received=self.node_rank)
+            )
+        for name in ("learning_rate", "weight_decay"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or (
+                value <= 0 if name == "learning_rate" else value < 0
+            ):
+                raise MlopsConfigurationError(
+                    explain(f"{name} is out of range", expected="a finite number > 0" if name == "learning_rate"
+                            else "a finite number >= 0", received=value)
+                )
+            setattr(self, name, float(value))
+        if self.nnodes > 1 and not self.rdzv_endpoint:
+            raise MlopsConfigurationError(
+                explain("A multi-node run needs a rendezvous endpoint", expected="rdzv_endpoint='host:port'",
+                        received=None, hint="every node must name the same endpoint, reachable by all of them.")
+            )
+        if self.rdzv_endpoint is not None and not _ENDPOINT_RE.match(self.rdzv_endpoint):
+            raise MlopsConfigurationError(
+                explain("rdzv_endpoint is malformed", expected="'host:port'", received=self.rdzv_endpoint)
+            )
+        for name in ("checkpoint_dir", "output_dir"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.strip():
+                raise MlopsConfigurationError(explain(f"{name} is empty", expected="a local path or s3:// URI",
+                                                      received=value))
+        if isinstance(self.protected_checkpoints, str) or not all(
+            isinstance(p, str) for p in self.protected_checkpoints
+        ):
+            raise MlopsConfigurationError(
+                explain("protected_checkpoints must be a list of URIs", expected="list[str]",
+                        received=self.protected_checkpoints)
+            )
+        self.protected_checkpoints = list(self.protected_checkpoints)
+        if not self.run_name or not isinstance(self.run_name, str):
+            raise MlopsConfigurationError(explain("run_name is empty", expected="a name", received=self.run_name))
+        if self.dataset.eval_uri is None and self.checkpoint.monitor.startswith("val_") and (
+            self.checkpoint.keep_best > 0
+        ):
+            raise MlopsConfigurationError(
+                explain(
+                    "The checkpoint policy ranks by a validation metric but there is no evaluation set",
+                    expected="dataset.eval_uri, or a training metric as monitor",
+                    received={"monitor": self.checkpoint.monitor, "eval_uri": None},
+                    hint="set eval_uri, or monitor='train_loss', or keep_best=0.",
+                )
+            )
+
+    @property
+    def world_size(self) -> int:
+        return self.nproc_per_node * self.nnodes
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready values (Enums as their values)."""
+
+        def plain(value: Any) -> Any:
+            if isinstance(value, Enum):
+                return value.value
+            if isinstance(value, dict):
+                return {k: plain(v) for k, v in value.items()}
+            if isinstance(value, list | tuple):
+                return [plain(v) for v in value]
+            return value
+
+        return plain(asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainingConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise MlopsConfigurationError(
+                explain("Unknown training config keys", expected=f"a subset of {sorted(known)}", received=unknown)
+            )
+        data = dict(data)
+        if isinstance(data.get("dataset"), dict):
+            _check_keys(DatasetSpec, data["dataset"], "dataset")
+            data["dataset"] = _build(DatasetSpec, data["dataset"])
+        if isinstance(data.get("checkpoint"), dict):
+            _check_keys(CheckpointPolicy, data["checkpoint"], "checkpoint")
+            data["checkpoint"] = _build(CheckpointPolicy, data["checkpoint"])
+        return _build(cls, data)
+
+
+def _build(cls: type, data: dict[str, Any]) -> Any:
+    try:
+        return cls(**data)
+    except TypeError as exc:  # a required field is missing
+        raise MlopsConfigurationError(
+            explain(f"Incomplete {cls.__name__}", expected="every required field", received=sorted(data),
+                    hint=str(exc))
+        ) from exc
+
+
+def _check_keys(cls: type, data: dict[str, Any], name: str) -> None:
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise MlopsConfigurationError(
+            explain(f"Unknown {name} keys", expected=f"a subset of {sorted(known)}", received=unknown)
+        )

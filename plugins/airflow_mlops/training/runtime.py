@@ -1,0 +1,517 @@
+"""The training loop each torchrun process runs: DDP or FSDP, evaluation, checkpoints, resume, metrics."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from airflow_mlops.checkpoints import state as ckpt_state
+from airflow_mlops.checkpoints.manager import BackgroundSaver, CheckpointInfo, CheckpointManager, local_copy
+from airflow_mlops.checkpoints.retention import is_due
+from airflow_mlops.checkpoints.sharded import DCP_DIRNAME, load_sharded, save_sharded
+from airflow_mlops.exceptions import CheckpointError, explain
+from airflow_mlops.training.config import LrSchedule, Strategy, Task, TrainingConfig
+from airflow_mlops.training.data import read_table, to_tensors
+from airflow_mlops.training.models import build_model, factory_parameters, resolve_factory
+from airflow_mlops.training.result import TrainingResult, write_result
+
+log = logging.getLogger("airflow_mlops.training")
+
+
+@dataclass
+class DistContext:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed() -> DistContext:
+    """Join the process group torchrun prepared; a plain ``python -m`` start becomes a group of one."""
+    if "RANK" not in os.environ:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+        device, backend = torch.device("cuda", local_rank), "nccl"
+    else:
+        device, backend = torch.device("cpu"), "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend)
+    return DistContext(dist.get_rank(), dist.get_world_size(), local_rank, device)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def lr_factor(schedule: LrSchedule, total_steps: int) -> Any:
+    if schedule is LrSchedule.COSINE:
+        return lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1)))
+    return lambda step: 1.0
+
+
+def loss_function(task: Task) -> nn.Module:
+    if task is Task.BINARY:
+        return nn.BCEWithLogitsLoss()
+    if task is Task.MULTICLASS:
+        return nn.CrossEntropyLoss()
+    return nn.MSELoss()
+
+
+def _outputs(task: Task, out: torch.Tensor) -> torch.Tensor:
+    # Single-output models predict [N, 1]; the losses of binary and regression tasks want [N].
+    if task is not Task.MULTICLASS and out.dim() == 2 and out.shape[1] == 1:
+        return out.squeeze(1)
+    return out
+
+
+def eval_metrics(task: Task, out: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    """Metrics on the full evaluation set (plain tensors on CPU)."""
+    out, y = out.double(), y
+    if task is Task.BINARY:
+        loss = nn.functional.binary_cross_entropy_with_logits(out, y.double()).item()
+        prob = torch.sigmoid(out).numpy()
+        labels = y.numpy()
+        metrics = {"val_loss": loss, "val_accuracy": float(((prob >= 0.5) == (labels >= 0.5)).mean())}
+        if len(np.unique(labels)) < 2:
+            metrics["val_auc"] = float("nan")
+        else:
+            from sklearn.metrics import roc_auc_score
+
+            metrics["val_auc"] = float(roc_auc_score(labels, prob))
+        return metrics
+    if task is Task.MULTICLASS:
+        loss = nn.functional.cross_entropy(out, y).item()
+        return {"val_loss": loss, "val_accuracy": float((out.argmax(1) == y).double().mean())}
+    err = out - y.double()
+    mse = float((err**2).mean())
+    return {"val_loss": mse, "val_rmse": math.sqrt(mse), "val_mae": float(err.abs().mean())}
+
+
+def _clone_to_cpu(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _clone_to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(_clone_to_cpu(v) for v in obj)
+    return obj
+
+
+def _finite(metrics: dict[str, float]) -> dict[str, float | None]:
+    return {k: (float(v) if v is not None and math.isfinite(v) else None) for k, v in metrics.items()}
+
+
+class MetricsSink:
+    """Metrics to MLflow from rank 0, into the run the operator opened; tracking trouble never stops training."""
+
+    def __init__(self, run_id: str | None, enabled: bool) -> None:
+        self.run_id = run_id
+        self._client: Any = None
+        self.enabled = bool(enabled and run_id and os.environ.get("MLFLOW_TRACKING_URI"))
+
+    def log(self, metrics: dict[str, float | None], step: int) -> None:
+        if not self.enabled:
+            return
+        try:
+            if self._client is None:
+                from mlflow import MlflowClient
+
+                self._client = MlflowClient(tracking_uri=os.environ["MLFLOW_TRACKING_URI"])
+            for key, value in metrics.items():
+                if value is not None and math.isfinite(value):
+                    self._client.log_metric(self.run_id, key, float(value), step=step)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("MLflow metric logging failed and is turned off for this run: %s", exc)
+            self.enabled = False
+
+
+class Trainer:
+    """One process of a distributed run; every rank builds one, rank 0 does the file-system work."""
+
+    def __init__(self, config: TrainingConfig, ctx: DistContext | None = None) -> None:
+        self.cfg = config
+        self.ctx = ctx or init_distributed()
+        self.manager = CheckpointManager(config.checkpoint_dir, config.checkpoint)
+        self.saver = BackgroundSaver()
+        self.metrics_sink = MetricsSink(config.mlflow_run_id, self.ctx.is_main)
+        self.resumed_from: str | None = None
+        self.last_saved: CheckpointInfo | None = None
+        self.last_saved_step = -1
+        self.val_metrics: dict[str, float] = {}
+        self.val_step = -1
+
+    # ---- helpers ------------------------------------------------------------------------------------------
+    def say(self, msg: str, *args: Any) -> None:
+        if self.ctx.is_main:
+            log.info(msg, *args)
+
+    def _broadcast(self, value: Any) -> Any:
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def _all_gather_object(self, value: Any) -> list[Any]:
+        out: list[Any] = [None] * self.ctx.world_size
+        dist.all_gather_object(out, value)
+        return out
+
+    # ---- setup --------------------------------------------------------------------------------------------
+    def _load_data(self) -> None:
+        cfg = self.cfg
+        self.x, self.y = to_tensors(read_table(cfg.dataset.train_uri), cfg.dataset, cfg.task, cfg.dataset.train_uri)
+        self.xe = self.ye = None
+        if cfg.dataset.eval_uri:
+            self.xe, self.ye = to_tensors(read_table(cfg.dataset.eval_uri), cfg.dataset, cfg.task,
+                                          cfg.dataset.eval_uri)
+        self.n = len(self.x)
+        self.per_rank = math.ceil(self.n / self.ctx.world_size)
+        self.steps_per_epoch = math.ceil(self.per_rank / cfg.batch_size)
+        self.total_steps = cfg.epochs * self.steps_per_epoch
+        if cfg.max_steps is not None:
+            self.total_steps = min(self.total_steps, cfg.max_steps)
+
+    def _model_spec(self, found: CheckpointInfo | None, init_manifest: dict[str, Any] | None) -> dict[str, Any]:
+        for manifest in (found.manifest if found else None, init_manifest):
+            if manifest and manifest.get("model_spec"):
+                return manifest["model_spec"]
+        kwargs = dict(self.cfg.model_kwargs)
+        params = factory_parameters(resolve_factory(self.cfg.model_factory))
+        if "in_features" in params and "in_features" not in kwargs:
+            kwargs["in_features"] = int(self.x.shape[1])
+        if {"feature_mean", "feature_std"} <= params and "feature_mean" not in kwargs:
+            x64 = self.x.double()
+            kwargs["feature_mean"] = x64.mean(0).tolist()
+            kwargs["feature_std"] = x64.std(0, unbiased=False).tolist()
+        if self.cfg.task is Task.MULTICLASS and "out_features" in params and "out_features" not in kwargs:
+            kwargs["out_features"] = int(self.y.max()) + 1
+        return {"factory": self.cfg.model_factory, "kwargs": kwargs}
+
+    def _wrap(self, model: nn.Module) -> nn.Module:
+        model = model.to(self.ctx.device)
+        if self.cfg.strategy is Strategy.FSDP:
+            from torch.distributed.fsdp import fully_shard
+
+            for module in list(model.modules())[1:]:
+                if any(True for _ in module.parameters(recurse=False)):
+                    fully_shard(module)
+            fully_shard(model)
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        if self.ctx.device.type == "cuda":
+            return DistributedDataParallel(model, device_ids=[self.ctx.local_rank])
+        return DistributedDataParallel(model)
+
+    def setup(self) -> None:
+        cfg, ctx = self.cfg, self.ctx
+        self._load_data()
+        found: CheckpointInfo | None = None
+        if ctx.is_main:
+            self.manager.cleanup_incomplete()
+            found = self.manager.latest(verify=True)
+        found = self._broadcast(found)
+        init_manifest = None
+        if found is None and cfg.init_checkpoint_uri:
+            from airflow_mlops.checkpoints.manager import read_manifest
+
+            init_manifest = read_manifest(cfg.init_checkpoint_uri)
+        self.model_spec = self._model_spec(found, init_manifest)
+
+        # Same seed on every rank: identical initial weights (FSDP shards them, DDP would broadcast anyway).
+        seed_everything(cfg.seed)
+        base = build_model(self.model_spec)
+        if init_manifest is not None:
+            model_only, _ = ckpt_state.load_model(cfg.init_checkpoint_uri)  # type: ignore[arg-type]
+            base.load_state_dict(model_only.state_dict())
+            self.say("Fine-tuning from the weights of %s", cfg.init_checkpoint_uri)
+        self.model = self._wrap(base)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.learning_rate,
+                                           weight_decay=cfg.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(cfg.lr_schedule,
+                                                                                     self.total_steps))
+        self.loss_fn = loss_function(cfg.task)
+        self.step = 0
+        self.epoch = 0
+        self.batch_index = 0
+        self.loss_sum = 0.0
+        self.loss_count = 0
+        # Different streams per rank for dropout and the like.
+        seed_everything(cfg.seed + 1 + ctx.rank)
+        if found is not None:
+            self._resume(found)
+
+    def _resume(self, info: CheckpointInfo) -> None:
+        ctx = self.ctx
+        self.say("Resuming from %s (step %d, epoch %d)", info.uri, info.step, info.epoch)
+        layout = info.manifest.get("layout")
+        with local_copy(info.uri, self.manager.storage, verify=not ctx.is_main) as directory:
+            trainer = ckpt_state.load_file(directory, ckpt_state.TRAINER_FILE)
+            if layout == ckpt_state.LAYOUT_SHARDED:
+                load_sharded(self.model, self.optimizer, os.path.join(directory, DCP_DIRNAME))
+            else:
+                from torch.distributed.checkpoint.state_dict import (
+                    StateDictOptions,
+                    set_model_state_dict,
+                    set_optimizer_state_dict,
+                )
+
+                opts = StateDictOptions(full_state_dict=True)
+                set_model_state_dict(self.model, ckpt_state.load_file(directory, ckpt_state.MODEL_FILE),
+                                     options=opts)
+                set_optimizer_state_dict(self.model, self.optimizer, trainer["optimizer"], options=opts)
+        self.scheduler.load_state_dict(trainer["scheduler"])
+        self.step = int(trainer["step"])
+        self.epoch = int(trainer["epoch"])
+        self.batch_index = int(trainer["batch_index"])
+        self.val_metrics = dict(trainer.get("val_metrics") or {})
+        if int(trainer["world_size"]) == ctx.world_size:
+            self.loss_sum, self.loss_count = trainer["loss_sums"][ctx.rank]
+            ckpt_state.restore_rng(trainer["rng"][ctx.rank])
+        else:
+            # Another world size splits the data differently; the run continues but is not bitwise repeatable.
+            self.say("World size changed from %s to %d: the epoch restarts at its beginning with fresh RNG streams",
+                     trainer["world_size"], ctx.world_size)
+            self.batch_index = 0
+            self.loss_sum, self.loss_count = 0.0, 0
+            seed_everything(self.cfg.seed + 1 + ctx.rank + self.step)
+        self.resumed_from = info.uri
+        self.last_saved, self.last_saved_step = info, info.step
+
+    # ---- evaluation ---------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        if self.xe is None or self.ye is None:
+            return {}
+        ctx, n = self.ctx, len(self.xe)
+        per_rank = math.ceil(n / ctx.world_size)
+        # Padding repeats rows like DistributedSampler, so every rank runs the same number of forwards (FSDP).
+        idx = torch.arange(ctx.rank, per_rank * ctx.world_size, ctx.world_size) % n
+        self.model.eval()
+        outs = []
+        for start in range(0, per_rank, self.cfg.eval_batch_size):
+            b = idx[start:start + self.cfg.eval_batch_size]
+            outs.append(_outputs(self.cfg.task, self.model(self.xe[b].to(ctx.device))).float().cpu())
+        self.model.train()
+        local = torch.cat(outs).to(ctx.device)
+        gathered = [torch.empty_like(local) for _ in range(ctx.world_size)]
+        dist.all_gather(gathered, local)
+        all_out = torch.stack(gathered, 1).reshape(per_rank * ctx.world_size, *local.shape[1:])[:n].cpu()
+        return eval_metrics(self.cfg.task, all_out, self.ye)
+
+    def _global_train_loss(self) -> float:
+        t = torch.tensor([self.loss_sum, float(self.loss_count)], dtype=torch.float64, device=self.ctx.device)
+        dist.all_reduce(t)
+        return float(t[0] / t[1]) if t[1] > 0 else float("nan")
+
+    # ---- checkpoints --------------------------------------------------------------------------------------
+    def save(self, *, epoch: int, batch_index: int, metrics: dict[str, float]) -> None:
+        """Collective: every rank calls it; rank 0 (and, for FSDP, every rank's shards) writes."""
+        cfg, ctx = self.cfg, self.ctx
+        rng = self._all_gather_object(ckpt_state.capture_rng())
+        sums = self._all_gather_object((self.loss_sum, self.loss_count))
+        trainer: dict[str, Any] = {
+            "step": self.step, "epoch": epoch, "batch_index": batch_index, "world_size": ctx.world_size,
+            "scheduler": self.scheduler.state_dict(), "rng": rng, "loss_sums": sums,
+            "val_metrics": dict(self.val_metrics),
+        }
+        meta = {
+            "layout": ckpt_state.LAYOUT_SHARDED if cfg.strategy is Strategy.FSDP else ckpt_state.LAYOUT_FULL,
+            "model_spec": self.model_spec,
+            "config": cfg.to_dict(),
+            "strategy": cfg.strategy.value,
+            "world_size": ctx.world_size,
+            "data_position": {"epoch": epoch, "batch_index": batch_index},
+            "torch_version": torch.__version__,
+        }
+        clean_metrics = {k: v for k, v in _finite(metrics).items() if v is not None}
+        step = self.step
+        if cfg.strategy is Strategy.FSDP:
+            self.saver.wait()  # the stage folder must be free of an earlier save's files
+            staged = self.manager.stage(step) if ctx.is_main else None
+            stage_dir = self._broadcast(staged.dir if staged else None)
+            save_sharded(self.model, self.optimizer, os.path.join(stage_dir, DCP_DIRNAME))
+            dist.barrier()
+            if ctx.is_main:
+                assert staged is not None
+                staged.save_torch(ckpt_state.TRAINER_FILE, trainer)
+                self._finish_save(staged, epoch, clean_metrics, meta)
+            return
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            get_model_state_dict,
+            get_optimizer_state_dict,
+        )
+
+        opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        model_sd = get_model_state_dict(self.model, options=opts)
+        trainer["optimizer"] = get_optimizer_state_dict(self.model, self.optimizer, options=opts)
+        if not ctx.is_main:
+            return
+        if cfg.checkpoint.async_save:
+            # Copies are taken now, so training may change the live tensors while the thread writes.
+            model_sd, trainer = _clone_to_cpu(model_sd), _clone_to_cpu(trainer)
+
+        def write() -> CheckpointInfo:
+            staged = self.manager.stage(step)
+            staged.save_torch(ckpt_state.MODEL_FILE, model_sd)
+            staged.save_torch(ckpt_state.TRAINER_FILE, trainer)
+            return self._finish_save(staged, epoch, clean_metrics, meta)
+
+        if cfg.checkpoint.async_save:
+            self.saver.submit(write)
+        else:
+            write()
+
+    def _finish_save(self, staged: Any, epoch: int, metrics: dict[str, float], meta: dict[str, Any]) -> CheckpointInfo:
+        info = self.manager.commit(staged, epoch=epoch, metrics=metrics, meta=meta)
+        self.last_saved = info
+        protected = [p for p in [self.resumed_from, *self.cfg.protected_checkpoints] if p]
+        self.manager.apply_retention(protected=protected)
+        return info
+
+    def _checkpoint(self, *, epoch: int, batch_index: int, train_loss: float | None = None) -> None:
+        policy = self.cfg.checkpoint
+        if self.xe is not None and policy.keep_best > 0 and policy.monitor.startswith("val_") and (
+            self.val_step != self.step
+        ):
+            self.val_metrics, self.val_step = self.evaluate(), self.step
+        metrics = dict(self.val_metrics)
+        metrics["train_loss"] = train_loss if train_loss is not None else self._global_train_loss()
+        self.save(epoch=epoch, batch_index=batch_index, metrics=metrics)
+        self.last_saved_step = self.step
+
+    # ---- the loop -----------------------------------------------------------------------------------------
+    def train(self) -> TrainingResult:
+        cfg, ctx = self.cfg, self.ctx
+        t_start = time.perf_counter()
+        start_step = self.step
+        samples = 0
+        last_log = time.perf_counter()
+        train_loss = float("nan")
+        self.say("Training %s: %d rows, %d epochs x %d steps, world size %d, strategy %s",
+                 cfg.run_name, self.n, cfg.epochs, self.steps_per_epoch, ctx.world_size, cfg.strategy.value)
+        sampler_seed = cfg.seed
+        while self.epoch < cfg.epochs and self.step < self.total_steps:
+            from torch.utils.data.distributed import DistributedSampler
+
+            sampler = DistributedSampler(range(self.n), num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
+                                         seed=sampler_seed, drop_last=False)
+            sampler.set_epoch(self.epoch)
+            order = torch.tensor(list(sampler), dtype=torch.long)
+            for b in range(self.batch_index, self.steps_per_epoch):
+                idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+                xb, yb = self.x[idx].to(ctx.device), self.y[idx].to(ctx.device)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss = self.loss_fn(_outputs(cfg.task, self.model(xb)), yb)
+                loss.backward()
+                self.optimizer.step()
+                self.scheduler.step()
+                self.step += 1
+                loss_value = loss.item()
+                self.loss_sum += loss_value
+                self.loss_count += 1
+                self.batch_index = b + 1
+                samples += len(idx) * ctx.world_size
+                if ctx.is_main and (self.step % cfg.log_every_n_steps == 0 or time.perf_counter() - last_log > 30):
+                    last_log = time.perf_counter()
+                    elapsed = last_log - t_start
+                    done = self.step - start_step
+                    eta = elapsed / max(done, 1) * (self.total_steps - self.step)
+                    log.info("epoch %d/%d step %d/%d loss %.4f samples/s %.1f eta %.1fs", self.epoch + 1,
+                             cfg.epochs, self.step, self.total_steps, loss_value, samples / max(elapsed, 1e-9), eta)
+                    self.metrics_sink.log({"train_loss_step": loss_value}, self.step)
+                if is_due(cfg.checkpoint, step=self.step, epoch_end=False, epochs_done=self.epoch):
+                    self._checkpoint(epoch=self.epoch, batch_index=self.batch_index)
+                if self.step >= self.total_steps and self.batch_index < self.steps_per_epoch:
+                    break
+            else:
+                # The epoch ran to its end.
+                train_loss = self._global_train_loss()
+                self.epoch += 1
+                self.batch_index = 0
+                self.loss_sum, self.loss_count = 0.0, 0
+                if self.xe is not None:
+                    self.val_metrics, self.val_step = self.evaluate(), self.step
+                epoch_metrics = {"train_loss": train_loss, **self.val_metrics}
+                self.say("epoch %d/%d done: %s", self.epoch, cfg.epochs,
+                         " ".join(f"{k} {v:.4f}" for k, v in epoch_metrics.items()))
+                self.metrics_sink.log(_finite(epoch_metrics), self.step)
+                if is_due(cfg.checkpoint, step=self.step, epoch_end=True, epochs_done=self.epoch):
+                    self._checkpoint(epoch=self.epoch, batch_index=0, train_loss=train_loss)
+                continue
+            break  # max_steps reached inside the epoch
+        if self.loss_count:
+            train_loss = self._global_train_loss()
+        if self.val_step != self.step and self.xe is not None:
+            self.val_metrics, self.val_step = self.evaluate(), self.step
+        if self.last_saved_step != self.step:
+            self._checkpoint(epoch=self.epoch, batch_index=self.batch_index, train_loss=train_loss)
+        self.saver.wait()
+        duration = time.perf_counter() - t_start
+        throughput = samples / duration if duration > 0 else 0.0
+        final = {"train_loss": train_loss, **self.val_metrics}
+        self.metrics_sink.log(_finite({**final, "samples_per_second": throughput}), self.step)
+        result = None
+        if ctx.is_main:
+            result = self._result(final, throughput, duration)
+            write_result(cfg.output_dir, result)
+            log.info("Training finished: %d steps in %.1fs (%.1f samples/s); checkpoint %s", self.step, duration,
+                     throughput, result.checkpoint_uri)
+        dist.barrier()
+        return result  # type: ignore[return-value]
+
+    def _result(self, final: dict[str, float], throughput: float, duration: float) -> TrainingResult:
+        last = self.manager.latest(verify=False)
+        if last is None:
+            raise CheckpointError(explain("No committed checkpoint after training", expected="at least one",
+                                          received=self.cfg.checkpoint_dir))
+        best = self.manager.best() if self.cfg.checkpoint.keep_best > 0 else None
+        return TrainingResult(
+            checkpoint_uri=(best or last).uri,
+            last_checkpoint_uri=last.uri,
+            best_checkpoint_uri=best.uri if best else None,
+            metrics=_finite(final),
+            epochs=self.epoch,
+            steps=self.step,
+            world_size=self.ctx.world_size,
+            samples_per_second=round(throughput, 3),
+            duration_s=round(duration, 3),
+            resumed_from=self.resumed_from,
+            run_name=self.cfg.run_name,
+            strategy=self.cfg.strategy.value,
+            model_factory=self.cfg.model_factory,
+            mlflow_run_id=self.cfg.mlflow_run_id,
+        )
+
+
+def run(config: TrainingConfig) -> TrainingResult | None:
+    """Set up, train and tear down the process group; returns the result on rank 0."""
+    trainer = Trainer(config)
+    try:
+        trainer.setup()
+        return trainer.train()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

@@ -1,0 +1,232 @@
+"""The validation service: read a batch once, run its suite in an ephemeral GX context, summarise, quarantine."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from airflow_mlops.exceptions import MlopsConfigurationError, explain
+from airflow_mlops.hooks.storage import Storage, get_storage
+from airflow_mlops.validation.batches import (
+    DataFormat,
+    parse_batch,
+    read_batch_bytes,
+    resolve_data_path,
+)
+from airflow_mlops.validation.digest import bytes_digest
+from airflow_mlops.validation.errors import BatchReadError, ExpectationsFailedError
+from airflow_mlops.validation.quarantine import quarantine_batch
+from airflow_mlops.validation.suites import build_gx_suite, load_suite_dict, suite_digest
+from airflow_mlops.validation.summary import (
+    Severity,
+    failure_message,
+    jsonable,
+    severity_overrides,
+    summarize_result,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ValidationConfig:
+    """
+    One validation request.
+
+    :param data_path: the batch: CSV or Parquet, local path, file:// or s3:// URI.
+    :param suite_path: the expectation suite, GX JSON.
+    :param quarantine_root: where rejected batches are copied; ``None`` keeps no copy.
+    :param allowed_root: the batch must resolve under this root (``None``: anywhere).
+    :param severity_overrides: ``{expectation key or type: "warning" | "critical"}``.
+    :param warn_only: expectation keys or types reported without failing.
+    :param data_format: ``auto`` (by extension, then content), ``csv`` or ``parquet``.
+    :param max_examples: unexpected values kept per failed expectation.
+    """
+
+    data_path: str
+    suite_path: str
+    quarantine_root: str | None = None
+    allowed_root: str | None = None
+    severity_overrides: Mapping[str, Any] = field(default_factory=dict)
+    warn_only: Iterable[str] = ()
+    data_format: DataFormat | str = DataFormat.AUTO
+    max_examples: int = 5
+    overrides: dict[str, Severity] = field(init=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("data_path", "suite_path"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.strip():
+                raise MlopsConfigurationError(
+                    explain(f"{name} is empty", expected="a local path, file:// or s3:// URI", received=value,
+                            hint=f"set {name} on the task (templates are rendered before this check).")
+                )
+        for name in ("quarantine_root", "allowed_root"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise MlopsConfigurationError(
+                    explain(f"{name} is empty", expected="None or a path / s3:// URI", received=value)
+                )
+        try:
+            self.data_format = DataFormat(self.data_format)
+        except ValueError as exc:
+            raise MlopsConfigurationError(
+                explain("Unknown data_format", expected=[f.value for f in DataFormat], received=self.data_format)
+            ) from exc
+        if isinstance(self.warn_only, str):
+            self.warn_only = [self.warn_only]
+        try:
+            self.overrides = severity_overrides(self.severity_overrides, self.warn_only)
+        except ValueError as exc:
+            raise MlopsConfigurationError(str(exc)) from exc
+        if self.max_examples < 0:
+            raise MlopsConfigurationError(explain("max_examples is negative", expected=">= 0",
+                                                  received=self.max_examples))
+
+
+@dataclass
+class ValidationOutcome:
+    """What one validation produced: the XCom summary, GX's full result, and where a rejected batch went."""
+
+    summary: dict[str, Any]
+    result: Any = None
+    quarantine_uri: str | None = None
+
+    @property
+    def success(self) -> bool:
+        return bool(self.summary.get("success"))
+
+    def result_json(self) -> dict[str, Any]:
+        """GX's full result as JSON-safe data (the artifact logged to MLflow)."""
+        if self.result is None:
+            return {}
+        return jsonable(self.result.to_json_dict(), max_list=10_000)
+
+    def raise_for_failure(self) -> None:
+        if not self.success:
+            raise ExpectationsFailedError(failure_message(self.summary, self.quarantine_uri), self.summary)
+
+
+def schema_of(df: pd.DataFrame) -> dict[str, str]:
+    return {str(c): str(t) for c, t in df.dtypes.items()}
+
+
+def new_gx_context() -> Any:
+    """An ephemeral GX context (nothing on disk) with progress bars off: task logs are not terminals."""
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    return context
+
+
+def run_gx(df: pd.DataFrame, suite: Any, max_examples: int = 5, context: Any = None) -> Any:
+    """GX's validation of a DataFrame against a built suite; returns the ``ExpectationSuiteValidationResult``."""
+    context = context or new_gx_context()
+    batch = (
+        context.data_sources.add_pandas("airflow_mlops")
+        .add_dataframe_asset("batch")
+        .add_batch_definition_whole_dataframe("whole")
+        .get_batch(batch_parameters={"dataframe": df})
+    )
+    result_format = {"result_format": "SUMMARY", "partial_unexpected_count": max(max_examples, 1)}
+    return batch.validate(suite, result_format=result_format)
+
+
+def validate_frame(
+    df: pd.DataFrame,
+    suite: Mapping[str, Any],
+    overrides: Mapping[str, Any] | None = None,
+    max_examples: int = 5,
+) -> tuple[dict[str, Any], Any]:
+    """Run a suite dict on a DataFrame: (summary of success, counts and failures; GX's result object)."""
+    result = run_gx(df, build_gx_suite(dict(suite)), max_examples)
+    return summarize_result(result.to_json_dict(), overrides, max_examples), result
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class ValidationService:
+    """
+    Validates batches: resolve the path, read the bytes once (digest and parse from the same buffer), run the
+    suite, summarise, and copy a rejected batch to quarantine.
+
+    :param storage_for: gives the storage for a path (``StorageHook.storage_for`` in Airflow).
+    :param clock: the time used for quarantine folder names.
+    """
+
+    def __init__(
+        self,
+        storage_for: Callable[[str], Storage] = get_storage,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        self.storage_for = storage_for
+        self.clock = clock
+
+    def validate(self, config: ValidationConfig) -> ValidationOutcome:
+        """Validate one batch; raises only when the batch cannot be read (after quarantining it)."""
+        data_uri = resolve_data_path(config.data_path, config.allowed_root)
+        suite = load_suite_dict(config.suite_path, self.storage_for(config.suite_path))
+        storage = self.storage_for(data_uri)
+        data = read_batch_bytes(data_uri, storage)
+        digest = bytes_digest(data)
+        base = {"data_uri": data_uri, "digest": digest, "suite": suite["name"], "suite_digest": suite_digest(suite)}
+        try:
+            df = parse_batch(data_uri, data, DataFormat(config.data_format))
+        except BatchReadError as exc:
+            summary = {**exc.summary, **base}
+            where = self._quarantine(config, data_uri, data, summary)
+            message = str(exc) + (f" The batch was copied to {where}." if where else "")
+            raise BatchReadError(message, {**summary, "quarantine_uri": where}) from exc
+        log.info("Validating %s (%d rows, %d columns, %s) against suite %s",
+                 data_uri, len(df), df.shape[1], digest, suite["name"])
+        core, result = validate_frame(df, suite, config.overrides, config.max_examples)
+        summary = {
+            "success": core["success"],
+            "evaluated": core["evaluated"],
+            "failed": core["failed"],
+            "warned": core["warned"],
+            "unexpected_counts": core["unexpected_counts"],
+            "digest": digest,
+            "rows": int(len(df)),
+            "columns": [str(c) for c in df.columns],
+            "schema": schema_of(df),
+            "data_uri": data_uri,
+            "suite": suite["name"],
+            "suite_digest": base["suite_digest"],
+            "failures": core["failures"],
+            "warnings": core["warnings"],
+        }
+        where = None
+        if not summary["success"]:
+            where = self._quarantine(config, data_uri, data, summary)
+            summary["quarantine_uri"] = where
+        return ValidationOutcome(summary=summary, result=result, quarantine_uri=where)
+
+    def _quarantine(self, config: ValidationConfig, data_uri: str, data: bytes,
+                    reason: Mapping[str, Any]) -> str | None:
+        if not config.quarantine_root:
+            return None
+        try:
+            return quarantine_batch(data_uri, data, config.quarantine_root, reason,
+                                    self.storage_for(config.quarantine_root), now=self.clock())
+        except Exception:
+            # The original is untouched, so a failed copy loses nothing: report it and keep the real error.
+            log.exception("Could not copy %s to quarantine under %s", data_uri, config.quarantine_root)
+            return None
+
+
+def validate_batch(config: ValidationConfig, storage_for: Callable[[str], Storage] = get_storage) -> dict[str, Any]:
+    """Validate one batch and raise :class:`ExpectationsFailedError` on a critical failure; returns the summary."""
+    outcome = ValidationService(storage_for).validate(config)
+    outcome.raise_for_failure()
+    return outcome.summary

@@ -1,0 +1,181 @@
+"""Atomic commit, manifest checksums, corruption detection, retention and load_model on local disk."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import pytest
+import torch
+
+from airflow_mlops.checkpoints import CheckpointManager, load_model, read_manifest
+from airflow_mlops.checkpoints.manager import BackgroundSaver, verify_files
+from airflow_mlops.checkpoints.manifest import MANIFEST_NAME, parse_step_dirname, step_dirname
+from airflow_mlops.checkpoints.state import MODEL_FILE, capture_rng, restore_rng
+from airflow_mlops.exceptions import CheckpointCorruptError, CheckpointError
+from airflow_mlops.training.config import CheckpointPolicy
+from airflow_mlops.training.models import tabular_mlp
+
+SPEC = {"factory": "airflow_mlops.training.models:tabular_mlp", "kwargs": {"in_features": 3, "hidden_sizes": [4]}}
+
+
+def save(manager, step, metrics=None, model=None):
+    torch.manual_seed(step)
+    model = model or tabular_mlp(3, hidden_sizes=[4])
+    staged = manager.stage(step)
+    staged.save_torch(MODEL_FILE, model.state_dict())
+    staged.save_bytes("notes/extra.json", b"{}")
+    return manager.commit(staged, epoch=step // 10, metrics=metrics or {"val_loss": 1.0 / step},
+                          meta={"layout": "full", "model_spec": SPEC})
+
+
+def test_step_names_are_strict():
+    assert step_dirname(42) == "step-0000000042"
+    assert parse_step_dirname("step-0000000042") == 42
+    for name in ("step-42", "step-00000000420", ".tmp-step-0000000042-ab", "step-000000004x"):
+        assert parse_step_dirname(name) is None
+
+
+def test_commit_is_atomic_and_manifest_lists_checksums(tmp_path):
+    manager = CheckpointManager(str(tmp_path))
+    staged = manager.stage(7)
+    staged.save_torch(MODEL_FILE, {"w": torch.ones(2)})
+    # Staged but not committed: nobody sees it.
+    assert manager.committed() == [] and manager.latest() is None
+    assert os.path.basename(staged.dir).startswith(".tmp-")
+    info = manager.commit(staged, epoch=1, metrics={"val_loss": 0.5, "bad": float("nan")}, meta={"layout": "full"})
+    assert info.uri == str(tmp_path / "step-0000000007")
+    assert not os.path.exists(staged.dir)
+    manifest = json.loads((tmp_path / "step-0000000007" / MANIFEST_NAME).read_text())
+    assert manifest["step"] == 7 and manifest["epoch"] == 1
+    assert manifest["metrics"] == {"val_loss": 0.5, "bad": None}
+    entry = manifest["files"][MODEL_FILE]
+    assert entry["size"] == os.path.getsize(tmp_path / "step-0000000007" / MODEL_FILE)
+    assert len(entry["sha256"]) == 64
+    assert manifest["layout"] == "full" and "created_at" in manifest
+    assert [i.step for i in manager.committed()] == [7]
+    assert read_manifest(info.uri)["step"] == 7
+
+
+def test_folder_without_manifest_is_not_a_checkpoint_and_is_cleaned(tmp_path):
+    manager = CheckpointManager(str(tmp_path))
+    save(manager, 1)
+    # An interrupted write: a temporary folder and a step folder whose manifest never came.
+    (tmp_path / ".tmp-step-0000000002-abcd").mkdir()
+    (tmp_path / "step-0000000003").mkdir()
+    (tmp_path / "step-0000000003" / MODEL_FILE).write_bytes(b"partial")
+    (tmp_path / "unrelated").mkdir()
+    assert [i.step for i in manager.committed()] == [1]
+    assert manager.latest().step == 1
+    with pytest.raises(CheckpointError, match="No committed checkpoint"):
+        read_manifest(str(tmp_path / "step-0000000003"))
+    removed = manager.cleanup_incomplete()
+    assert len(removed) == 2
+    assert sorted(os.listdir(tmp_path)) == ["step-0000000001", "unrelated"]
+
+
+def test_flipped_byte_is_detected_and_previous_checkpoint_used(tmp_path, caplog):
+    manager = CheckpointManager(str(tmp_path))
+    save(manager, 1)
+    second = save(manager, 2)
+    path = os.path.join(second.uri, MODEL_FILE)
+    data = bytearray(open(path, "rb").read())
+    data[len(data) // 2] ^= 0x01
+    open(path, "wb").write(bytes(data))
+    with pytest.raises(CheckpointCorruptError, match="does not match its manifest"):
+        verify_files(second.uri, second.manifest)
+    with caplog.at_level(logging.WARNING, logger="airflow_mlops.checkpoints"):
+        latest = manager.latest(verify=True)
+    assert latest.step == 1
+    assert "step-0000000002 is corrupt and is skipped" in caplog.text
+    assert manager.latest(verify=False).step == 2
+    with pytest.raises(CheckpointCorruptError):
+        load_model(second.uri)
+
+
+def test_missing_file_and_broken_manifest(tmp_path, caplog):
+    manager = CheckpointManager(str(tmp_path))
+    first = save(manager, 1)
+    second = save(manager, 2)
+    os.unlink(os.path.join(first.uri, "notes", "extra.json"))
+    with pytest.raises(CheckpointCorruptError, match="missing"):
+        manager.verify(first)
+    (tmp_path / "step-0000000002" / MANIFEST_NAME).write_text("{not json")
+    with caplog.at_level(logging.WARNING):
+        # The broken manifest hides step 2; step 1 is committed but fails verification.
+        assert [i.step for i in manager.committed()] == [1]
+        assert manager.latest() is None
+    assert "Skipping checkpoint" in caplog.text and second.step == 2
+
+
+def test_recommit_of_an_existing_step_replaces_it(tmp_path):
+    manager = CheckpointManager(str(tmp_path))
+    save(manager, 5, metrics={"val_loss": 9.0})
+    save(manager, 5, metrics={"val_loss": 1.0})
+    assert [i.metrics["val_loss"] for i in manager.committed()] == [1.0]
+    assert [n for n in os.listdir(tmp_path) if n.startswith(".tmp-")] == []
+
+
+def test_retention_keeps_last_best_and_protected(tmp_path):
+    policy = CheckpointPolicy(every_n_steps=1, keep_last=2, keep_best=1, monitor="val_loss", mode="min")
+    manager = CheckpointManager(str(tmp_path), policy)
+    losses = {1: 0.9, 2: 0.1, 3: 0.5, 4: 0.6, 5: 0.7, 6: 0.8}
+    for step, loss in losses.items():
+        save(manager, step, metrics={"val_loss": loss})
+        manager.apply_retention(protected=[manager.uri_for(3)])
+    assert [i.step for i in manager.committed()] == [2, 3, 5, 6]
+    assert manager.best().step == 2
+
+
+def test_failed_purge_is_logged_not_raised(tmp_path, caplog, monkeypatch):
+    manager = CheckpointManager(str(tmp_path), CheckpointPolicy(keep_last=2, keep_best=0))
+    for step in (1, 2, 3):
+        save(manager, step)
+
+    def boom(uri):
+        raise PermissionError("read-only")
+
+    monkeypatch.setattr(manager, "_delete_checkpoint", boom)
+    with caplog.at_level(logging.WARNING):
+        assert manager.apply_retention() == []
+    assert "Could not delete checkpoint" in caplog.text
+    assert len(manager.committed()) == 3
+
+
+def test_load_model_rebuilds_from_spec(tmp_path):
+    manager = CheckpointManager(str(tmp_path))
+    torch.manual_seed(3)
+    model = tabular_mlp(3, hidden_sizes=[4])
+    info = save(manager, 3, model=model)
+    loaded, manifest = load_model(info.uri)
+    assert manifest["step"] == 3
+    assert not loaded.training
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value)
+
+
+def test_rng_state_round_trip_under_weights_only(tmp_path):
+    import random
+
+    import numpy as np
+
+    torch.manual_seed(1)
+    random.seed(1)
+    np.random.seed(1)
+    state = capture_rng()
+    torch.save(state, tmp_path / "rng.pt")
+    expected = (torch.rand(3), random.random(), np.random.rand())
+    restore_rng(torch.load(tmp_path / "rng.pt", weights_only=True))
+    assert torch.equal(torch.rand(3), expected[0])
+    assert random.random() == expected[1]
+    assert np.random.rand() == expected[2]
+
+
+def test_background_saver_reports_errors():
+    saver = BackgroundSaver()
+    saver.submit(lambda: 41 + 1)
+    assert saver.wait() == 42
+    saver.submit(lambda: 1 / 0)
+    with pytest.raises(CheckpointError, match="Background checkpoint save failed"):
+        saver.wait()
