@@ -37,7 +37,10 @@ $(AIRFLOW_HOME)/airflow.db: | $(STAMP)
 
 demo: install data $(AIRFLOW_HOME)/airflow.db
 	mkdir -p $(MLOPS_MLFLOW_DIR)
-	airflow dags test train_pipeline --conf '$(or $(CONF),{})' 2>&1 | tee $(AIRFLOW_HOME)/demo.log | grep -E "Window|Validation|\[rank0\]|Registered|Alias|Gate|ERROR|Traceback|state=" || true
+	airflow dags test train_pipeline --conf '$(or $(CONF),{})' > $(AIRFLOW_HOME)/demo.log 2>&1; \
+	  rc=$$?; grep -E "Window |Suite |\[rank0\] (Training|epoch [0-9]+/[0-9]+ done|Committed)|Challenger|Registered|Alias|Gate rejected|ERROR|DagRun Finished" $(AIRFLOW_HOME)/demo.log \
+	  | sed -E -e 's/ +\[(airflow|task)[^]]*\] +loc=.*$$//' -e 's/^[0-9T:.-]+Z +//' | cut -c1-220; \
+	  if [ $$rc -ne 0 ]; then tail -40 $(AIRFLOW_HOME)/demo.log; exit $$rc; fi
 	$(PY) include/scripts/demo_summary.py
 
 test: install
@@ -45,6 +48,12 @@ test: install
 
 bench: install data
 	$(PY) benchmarks/run.py
+
+up: install data $(AIRFLOW_HOME)/airflow.db
+	$(PY) include/scripts/stack.py up
+
+down:
+	$(PY) include/scripts/stack.py down
 
 lint: install
 	$(PY) -m ruff check plugins dags tests benchmarks include

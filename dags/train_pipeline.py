@@ -6,7 +6,8 @@ import os
 from pathlib import Path
 
 import pendulum
-from airflow.sdk import DAG, Asset, Param, chain
+from airflow.providers.standard.operators.hitl import ApprovalOperator
+from airflow.sdk import DAG, Asset, Param, chain, task
 
 from airflow_mlops.operators.data import PrepareWindowOperator
 from airflow_mlops.operators.registry import EvaluateModelOperator, PromoteModelOperator, RegisterModelOperator
@@ -31,7 +32,8 @@ FEATURES = [
     "minimum_temperature",
     "maximum_temperature",
 ]
-CHAMPION_ASSET = Asset("mlops://models/rainfall/champion", extra={"model": MODEL_NAME, "alias": "champion"})
+STAGING_ASSET = Asset("mlops://models/rainfall/staging", extra={"model": MODEL_NAME, "alias": "staging"})
+PRODUCTION_ASSET = Asset("mlops://models/rainfall/production", extra={"model": MODEL_NAME, "alias": "production"})
 
 DOC = """
 ### train_pipeline
@@ -49,8 +51,11 @@ the champion.
 5. **evaluate**: the new model and the current champion on the same held-out rows.
 6. **register**: a model version with its lineage (data digest, commit, hyperparameters, framework, image,
    packages, DAG run); a retry never registers twice.
-7. **promote**: the gate (absolute AUC floor, not worse than the champion) moves `champion`; emits an Asset
-   event for deployments.
+7. **promote_staging**: the gate (absolute AUC floor, not worse than the champion it was evaluated against)
+   moves `staging`; a rejected model moves nothing and the rest is skipped.
+8. **approve_production** (only with the Param `require_approval`): a person approves or rejects in the UI.
+9. **promote_production**: moves `production` and `champion`, emits an Asset event that deployments and
+   `batch_inference` are scheduled on.
 """
 
 with DAG(
@@ -77,6 +82,9 @@ with DAG(
         "learning_rate": Param(0.003, type="number", exclusiveMinimum=0, title="Learning rate"),
         "batch_size": Param(64, type="integer", minimum=1, title="Batch size per process"),
         "min_auc": Param(0.7, type="number", minimum=0, maximum=1, title="Gate: minimum AUC"),
+        "min_improvement": Param(0.0, type="number", minimum=0, title="Gate: relative improvement over champion"),
+        "require_approval": Param(False, type="boolean", title="Human approval before production",
+                                  description="Wait for Approve in the UI between staging and production."),
     },
 ) as dag:
     start_run = StartMlflowRunOperator(
@@ -160,14 +168,44 @@ with DAG(
         multiple_outputs=True,
         retries=1,
     )
-    promote = PromoteModelOperator(
-        task_id="promote",
+    promote_staging = PromoteModelOperator(
+        task_id="promote_staging",
         model_name=MODEL_NAME,
         version=register.output["version"],
         evaluation=evaluate.output,
-        gate={"metric": "auc", "mode": "max", "thresholds": {"auc": "{{ params.min_auc }}"}, "min_improvement": 0.0},
-        aliases=["champion"],
-        outlets=[CHAMPION_ASSET],
+        gate={
+            "metric": "auc",
+            "mode": "max",
+            "thresholds": {"auc": "{{ params.min_auc }}"},
+            "min_improvement": "{{ params.min_improvement }}",
+        },
+        aliases=["staging"],
+        outlets=[STAGING_ASSET],
     )
 
-    chain(start_run, window, validate, train, evaluate, register, promote)
+    @task.branch(task_id="approval_path")
+    def approval_path(params: dict) -> str:
+        return "approve_production" if params.get("require_approval") else "promote_production"
+
+    approve = ApprovalOperator(
+        task_id="approve_production",
+        subject="Promote rainfall v{{ ti.xcom_pull(task_ids='register', key='version') }} to production?",
+        body="Gate: {{ ti.xcom_pull(task_ids='promote_staging')['reason'] }}",
+        defaults="Reject",
+        execution_timeout=None,
+    )
+    promote_production = PromoteModelOperator(
+        task_id="promote_production",
+        model_name=MODEL_NAME,
+        version=register.output["version"],
+        evaluation=evaluate.output,
+        gate=None,
+        aliases=["production", "champion"],
+        outlets=[PRODUCTION_ASSET],
+        trigger_rule="none_failed_min_one_success",
+    )
+
+    branch = approval_path()
+    chain(start_run, window, validate, train, evaluate, register, promote_staging, branch)
+    branch >> [approve, promote_production]
+    approve >> promote_production

@@ -12,7 +12,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 DAGS = REPO / "dags"
 HEAVY = ("torch", "mlflow", "great_expectations", "evidently", "sklearn", "pandas")
-EXPECTED_DAGS = {"train_pipeline"}
+EXPECTED_DAGS = {"train_pipeline", "batch_inference", "model_rollback"}
 
 
 def test_dagbag_has_no_import_errors():

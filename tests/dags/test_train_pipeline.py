@@ -72,7 +72,7 @@ def test_bad_batch_stops_pipeline_before_training(airflow_db, mlflow_srv, rainfa
     states = _states(dr)
     assert str(dr.state) == "failed"
     assert states["validate"] == "failed"
-    for task in ("train", "evaluate", "register", "promote"):
+    for task in ("train", "evaluate", "register", "promote_staging", "promote_production"):
         assert states[task] in ("upstream_failed", "None", "skipped"), states
     assert len(client.search_model_versions("name = 'rainfall'")) == before, "no new model version"
     assert bad_path.read_bytes() == original, "the original batch must stay untouched"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -14,12 +13,23 @@ MODEL = "ui-test-model"
 @pytest.fixture(scope="module")
 def api_client(airflow_db, mlflow_srv):
     """A TestClient over Airflow's own FastAPI app: auth manager, JWT, plugin apps, all real."""
+    import secrets
+
     from airflow.api_fastapi.app import create_app
+    from airflow.configuration import conf
     from fastapi.testclient import TestClient
 
-    app = create_app()
-    with TestClient(app, base_url="http://127.0.0.1:8088") as client:
-        yield client
+    # The API server signs and checks its JWTs with this key; a deployment sets it once for all components.
+    had_secret = bool(conf.get("api_auth", "jwt_secret", fallback=""))
+    if not had_secret:
+        conf.set("api_auth", "jwt_secret", secrets.token_urlsafe(48))
+    try:
+        app = create_app()
+        with TestClient(app, base_url="http://127.0.0.1:8088") as client:
+            yield client
+    finally:
+        if not had_secret:
+            conf.remove_option("api_auth", "jwt_secret")
 
 
 @pytest.fixture(scope="module")
@@ -66,10 +76,3 @@ def registered(mlflow_srv) -> dict[str, str]:
     service.set_alias(MODEL, "staging", versions[1], dag_run="train_pipeline/run2", reason="staged")
     return {"v1": versions[0], "v2": versions[1]}
 
-
-@pytest.fixture
-def no_env_leak():
-    saved = dict(os.environ)
-    yield
-    os.environ.clear()
-    os.environ.update(saved)

@@ -84,3 +84,11 @@ def test_pages_escape_every_value():
 
 def test_index_page_without_models():
     assert "No registered model yet" in pages.index_page([], "/mlops")
+
+
+def test_version_aliases_come_from_the_model_when_the_search_omits_them():
+    model = SimpleNamespace(name="m", description="", last_updated_timestamp=1,
+                            aliases={"champion": "2", "staging": "2", "production": "1"})
+    summary = model_summary(model, [_mv("1"), _mv("2")])
+    assert {v["version"]: v["aliases"] for v in summary["versions"]} == {
+        "2": ["champion", "staging"], "1": ["production"]}

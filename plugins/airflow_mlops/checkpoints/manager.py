@@ -142,7 +142,9 @@ class CheckpointManager:
         except BaseException:
             self.discard(staged)
             raise
-        log.info("Committed checkpoint %s (step %d, epoch %d)", final, staged.step, epoch)
+        score = manifest["metrics"].get(self.policy.monitor)
+        log.info("Committed checkpoint %s (step %d, epoch %d, %s %s)", final, staged.step, epoch, self.policy.monitor,
+                 "n/a" if score is None else f"{score:.6g}")
         return CheckpointInfo(uri=final, step=staged.step, manifest=manifest)
 
     def _commit_local(self, staged: StagedCheckpoint, manifest_bytes: bytes, final: str) -> None:
@@ -218,8 +220,13 @@ class CheckpointManager:
         manifest = read_manifest(uri, self.storage)
         return CheckpointInfo(uri=uri.rstrip("/"), step=int(manifest["step"]), manifest=manifest)
 
-    def latest(self, verify: bool = True) -> CheckpointInfo | None:
-        """The newest committed checkpoint (whose files match their checksums when ``verify``)."""
+    def latest(self, verify: bool = True, remove_corrupt: bool = False) -> CheckpointInfo | None:
+        """
+        The newest committed checkpoint (whose files match their checksums when ``verify``).
+
+        With ``remove_corrupt`` the corrupt ones newer than the returned checkpoint are deleted: a run resuming
+        from an older step writes those steps again.
+        """
         for info in reversed(self.committed()):
             if not verify:
                 return info
@@ -227,6 +234,12 @@ class CheckpointManager:
                 return self.verify(info)
             except (CheckpointCorruptError, StorageError) as exc:
                 log.warning("Checkpoint %s is corrupt and is skipped; trying the previous one. %s", info.uri, exc)
+                if remove_corrupt:
+                    try:
+                        self._delete_checkpoint(info.uri)
+                        log.warning("Removed the corrupt checkpoint %s", info.uri)
+                    except Exception as del_exc:  # noqa: BLE001
+                        log.warning("Could not remove the corrupt checkpoint %s: %s", info.uri, del_exc)
         return None
 
     def best(self) -> CheckpointInfo | None:

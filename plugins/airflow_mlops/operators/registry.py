@@ -167,7 +167,7 @@ class RegisterModelOperator(BaseOperator):
         from airflow_mlops.registry.service import RegistryService
 
         ti = context["ti"]
-        model, spec = load_model(self.checkpoint_uri, storage=self.storage_hook.storage_for(self.checkpoint_uri))
+        model, manifest = load_model(self.checkpoint_uri, storage=self.storage_hook.storage_for(self.checkpoint_uri))
         lineage, packages = build_lineage(
             model=model,
             validation=self.validation or {},
@@ -181,6 +181,7 @@ class RegisterModelOperator(BaseOperator):
             try_number=ti.try_number,
             parent_version=self.parent_version,
             evaluation=self.evaluation,
+            checkpoint_manifest=manifest,
         )
         import numpy as np
 
@@ -215,15 +216,21 @@ class PromoteModelOperator(BaseOperator):
     """
     Applies the promotion gate and, when it passes, points the given aliases at the version.
 
-    The decision and its reason are written as tags on the version; a rejected challenger moves no alias.
+    The decision and its reason are written as tags on the version and in the alias history; a rejected
+    challenger moves no alias and the task ends *skipped* (so no Asset event is emitted). Alias moves happen
+    under a registry lock and only if the champion is still the one the challenger was evaluated against, so
+    two racing promotions cannot both win.
 
     :param model_name: registered model (templated).
-    :param version: version to promote (templated).
-    :param evaluation: result of the evaluation task: challenger and champion metrics (templated).
+    :param version: version to promote, or the registration task's output (templated).
+    :param evaluation: result of the evaluation task: challenger and champion metrics (templated). Required
+        with ``gate``.
     :param gate: promotion gate policy: ``metric``, ``mode``, ``thresholds``, ``min_improvement``,
-        ``first_model`` (templated).
-    :param aliases: aliases to move when the gate passes, e.g. ``["staging"]`` or ``["champion"]``.
-    :param fail_on_reject: raise instead of finishing successfully when the gate rejects.
+        ``first_model`` (templated). ``None`` promotes a version that already passed a gate (its tag
+        ``mlops.gate.decision`` is ``promote``), e.g. staging -> production after an approval.
+    :param aliases: aliases to move when the gate passes, e.g. ``["staging"]`` or ``["production", "champion"]``.
+    :param champion_alias: alias the challenger was evaluated against; it must not have moved meanwhile.
+    :param fail_on_reject: raise instead of skipping when the gate rejects.
     :param mlflow_conn_id: connection of type ``mlflow``.
     """
 
@@ -235,9 +242,10 @@ class PromoteModelOperator(BaseOperator):
         *,
         model_name: str,
         version: Any,
-        evaluation: Any,
+        evaluation: Any = None,
         gate: Any = None,
         aliases: Any = ("champion",),
+        champion_alias: str = "champion",
         fail_on_reject: bool = False,
         mlflow_conn_id: str = MlflowHook.default_conn_name,
         **kwargs: Any,
@@ -248,6 +256,7 @@ class PromoteModelOperator(BaseOperator):
         self.evaluation = evaluation
         self.gate = gate
         self.aliases = aliases
+        self.champion_alias = champion_alias
         self.fail_on_reject = fail_on_reject
         self.mlflow_conn_id = mlflow_conn_id
 
@@ -256,44 +265,138 @@ class PromoteModelOperator(BaseOperator):
         return MlflowHook(mlflow_conn_id=self.mlflow_conn_id)
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_mlops.exceptions import PromotionRejectedError
-        from airflow_mlops.registry.gate import GatePolicy, decide
+        from airflow_mlops.exceptions import MlopsConfigurationError, PromotionRejectedError, explain
+        from airflow_mlops.registry.gate import GateDecision, GatePolicy, decide
         from airflow_mlops.registry.service import DECISION_TAG, REASON_TAG, RegistryService, require_version
 
         version = str(self.version["version"] if isinstance(self.version, dict) else self.version)
-        policy = GatePolicy.from_dict(self.gate)
-        evaluation = self.evaluation or {}
-        decision = decide(evaluation.get("challenger") or {}, evaluation.get("champion"), policy)
+        aliases = [str(a) for a in (self.aliases or [])]
+        if not aliases:
+            raise MlopsConfigurationError(explain("No alias to move", expected="aliases such as ['champion']",
+                                                  received=self.aliases))
         service = RegistryService(self.hook.client)
-        require_version(service, self.model_name, version)
+        mv = require_version(service, self.model_name, version)
         client = self.hook.client
-        client.set_model_version_tag(self.model_name, version, DECISION_TAG,
-                                     "promote" if decision.promote else "reject")
-        client.set_model_version_tag(self.model_name, version, REASON_TAG, decision.reason[:5000])
-        moves = []
         dag_run = f"{context['dag'].dag_id}/{context['run_id']}"
-        if decision.promote:
-            for alias in list(self.aliases):
-                move = service.set_alias(self.model_name, alias, version, dag_run, decision.reason)
-                moves.append(move.to_dict())
-                self.log.info("Alias %s of %s: v%s -> v%s (%s)", alias, self.model_name, move.from_version,
-                              version, decision.reason)
-        result = {"name": self.model_name, "version": version, "promoted": decision.promote,
-                  "reason": decision.reason, "checks": decision.checks, "moves": moves}
-        if not decision.promote:
-            self.log.warning("Gate rejected %s v%s, no alias moved: %s", self.model_name, version, decision.reason)
+        expected: dict[str, str | None] = {}
+        if self.gate is not None:
+            evaluation = self.evaluation or {}
+            if not evaluation.get("challenger"):
+                raise MlopsConfigurationError(
+                    explain("A gate needs the evaluation result", expected="evaluation with 'challenger' metrics",
+                            received=sorted(evaluation), hint="pass the evaluation task's output.")
+                )
+            decision = decide(evaluation["challenger"], evaluation.get("champion"), GatePolicy.from_dict(self.gate))
+            expected[self.champion_alias] = evaluation.get("champion_version")
+            client.set_model_version_tag(self.model_name, version, DECISION_TAG,
+                                         "promote" if decision.promote else "reject")
+            client.set_model_version_tag(self.model_name, version, REASON_TAG, decision.reason[:5000])
+        else:
+            if self.evaluation and "champion_version" in self.evaluation:
+                expected[self.champion_alias] = self.evaluation.get("champion_version")
+            passed = (mv.tags or {}).get(DECISION_TAG) == "promote"
+            reason = (mv.tags or {}).get(REASON_TAG, "")
+            decision = GateDecision(
+                passed,
+                f"promoted after gate: {reason}" if passed
+                else f"rejected: v{version} has not passed a promotion gate (tag {DECISION_TAG}="
+                f"{(mv.tags or {}).get(DECISION_TAG)!r})",
+            )
+        moves: list[dict] = []
+        promoted = decision.promote
+        reason = decision.reason
+        if promoted:
+            promoted, done, reason = service.promote(self.model_name, version, aliases, dag_run, decision.reason,
+                                                     expected=expected)
+            moves = [m.to_dict() for m in done]
+            for m in done:
+                self.log.info("Alias %s of %s: v%s -> v%s (%s)", m.alias, self.model_name, m.from_version,
+                              m.to_version, reason)
+            if not promoted:
+                client.set_model_version_tag(self.model_name, version, DECISION_TAG, "reject")
+                client.set_model_version_tag(self.model_name, version, REASON_TAG, reason[:5000])
+        else:
+            service.record_rejection(self.model_name, version, aliases, dag_run, reason)
+        url = model_version_url(mlflow_ui_base(self.hook.settings), self.model_name, version)
+        if url:
+            context["ti"].xcom_push(key=MODEL_VERSION_URL_KEY, value=url)
+        result = {"name": self.model_name, "version": version, "promoted": promoted, "reason": reason,
+                  "checks": decision.checks, "moves": moves, "aliases": aliases}
+        if not promoted:
+            self.log.warning("Gate rejected %s v%s, no alias moved: %s", self.model_name, version, reason)
             if self.fail_on_reject:
-                raise PromotionRejectedError(decision.reason)
+                raise PromotionRejectedError(reason)
             # Skipped, not failed: a rejected challenger is a normal outcome, and a skipped task emits no
             # Asset event, so deployments scheduled on the alias do not run for nothing.
             context["ti"].xcom_push(key="return_value", value=result)
             from airflow.sdk.exceptions import AirflowSkipException
 
-            raise AirflowSkipException(f"promotion gate rejected v{version}: {decision.reason}")
-        for outlet in self.outlets or []:
-            if hasattr(outlet, "uri"):
-                context["outlet_events"][outlet].extra = {
-                    "model": self.model_name, "version": version, "aliases": list(self.aliases),
-                    "reason": decision.reason, "dag_run": dag_run,
-                }
+            raise AirflowSkipException(f"promotion of v{version} rejected: {reason}")
+        _emit(context, self.outlets, {"model": self.model_name, "version": version, "aliases": aliases,
+                                      "reason": reason, "dag_run": dag_run, "action": "promote"})
         return result
+
+
+class RollbackModelOperator(BaseOperator):
+    """
+    Puts an alias back on its previous version in one step (from the recorded alias history).
+
+    :param model_name: registered model (templated).
+    :param alias: alias to roll back, e.g. ``production`` (templated).
+    :param to_version: version to restore (templated); default the alias's previous version.
+    :param also_aliases: further aliases moved to the same version, e.g. ``["champion"]``.
+    :param reason: why (templated); recorded in the history.
+    :param mlflow_conn_id: connection of type ``mlflow``.
+    """
+
+    template_fields: Sequence[str] = ("model_name", "alias", "to_version", "reason", "also_aliases")
+    operator_extra_links = (MlflowModelVersionLink(),)
+
+    def __init__(
+        self,
+        *,
+        model_name: str,
+        alias: str,
+        to_version: Any = None,
+        also_aliases: Any = (),
+        reason: str = "manual rollback",
+        mlflow_conn_id: str = MlflowHook.default_conn_name,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.model_name = model_name
+        self.alias = alias
+        self.to_version = to_version
+        self.also_aliases = also_aliases
+        self.reason = reason
+        self.mlflow_conn_id = mlflow_conn_id
+
+    @cached_property
+    def hook(self) -> MlflowHook:
+        return MlflowHook(mlflow_conn_id=self.mlflow_conn_id)
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_mlops.registry.service import RegistryService
+
+        service = RegistryService(self.hook.client)
+        dag_run = f"{context['dag'].dag_id}/{context['run_id']}"
+        to_version = str(self.to_version) if self.to_version not in (None, "", "None") else None
+        move = service.rollback(self.model_name, self.alias, dag_run, self.reason, to_version=to_version)
+        moves = [move.to_dict()]
+        for extra in self.also_aliases or ():
+            moves.append(service.set_alias(self.model_name, extra, move.to_version, dag_run, self.reason,
+                                           action="rollback").to_dict())
+        for m in moves:
+            self.log.info("Rolled back alias %s of %s: v%s -> v%s (%s)", m["alias"], self.model_name,
+                          m["from_version"], m["to_version"], self.reason)
+        _emit(context, self.outlets, {"model": self.model_name, "version": move.to_version,
+                                      "aliases": [m["alias"] for m in moves], "reason": self.reason,
+                                      "dag_run": dag_run, "action": "rollback"})
+        return {"name": self.model_name, "version": move.to_version, "moves": moves}
+
+
+def _emit(context: Context, outlets: Any, extra: dict[str, Any]) -> None:
+    """Attach what moved to the Asset events this task emits on success."""
+    for outlet in outlets or []:
+        if hasattr(outlet, "uri"):
+            context["outlet_events"][outlet].extra = extra

@@ -29,6 +29,7 @@ def build_lineage(
     data_uri: str | None = None,
     parent_version: str | None = None,
     evaluation: dict[str, Any] | None = None,
+    checkpoint_manifest: dict[str, Any] | None = None,
     packages_artifact: str = "lineage/packages.txt",
 ) -> tuple[LineageRecord, list[str]]:
     packages = installed_packages()
@@ -68,6 +69,14 @@ def build_lineage(
                     "strategy": training.get("strategy")},
         parent={"version": str(parent_version)} if parent_version else {},
     )
+    manifest = checkpoint_manifest or {}
+    spec = manifest.get("model_spec") or {}
+    if spec:
+        record.framework["model_factory"] = spec.get("factory") or spec.get("model_factory")
+        record.framework["model_kwargs"] = spec.get("kwargs") or spec.get("model_kwargs")
+    for key in ("step", "epoch", "metrics"):
+        if key in manifest:
+            record.checkpoint[key] = manifest[key]
     if evaluation and evaluation.get("eval_digest"):
         record.data["eval_digest"] = evaluation["eval_digest"]
     return record, packages

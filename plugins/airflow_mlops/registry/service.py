@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +25,13 @@ SOURCE_KEY_TAG = "mlops.source_key"
 ALIAS_MOVE_TAG_PREFIX = "mlops.alias_move."
 DECISION_TAG = "mlops.gate.decision"
 REASON_TAG = "mlops.gate.reason"
+LOCK_PREFIX = "mlops-lock--"
+LOCK_EXPIRES_TAG = "mlops.lock.expires"
+LOCK_OWNER_TAG = "mlops.lock.owner"
+
+
+class LockTimeoutError(RegistryError):
+    """Another promotion or rollback of the same model held the registry lock for too long."""
 
 
 @dataclass(frozen=True)
@@ -141,6 +152,137 @@ class RegistryService:
         self.client.set_registered_model_alias(name, alias, str(version))
         self._record(name, move)
         return move
+
+    # --- mutual exclusion -----------------------------------------------------------------------------------
+
+    @contextmanager
+    def lock(self, name: str, owner: str, ttl_s: float = 300, wait_s: float = 120) -> Iterator[None]:
+        """
+        Exclusive lock over the aliases of ``name``, shared by every process that talks to this registry.
+
+        MLflow has no compare-and-set on aliases, but creating a registered model is atomic (the name is a
+        unique key): the lock is a registered model ``mlops-lock--<name>`` created on entry and deleted on exit.
+        A lock older than ``ttl_s`` (a crashed holder) is broken.
+        """
+        from mlflow.exceptions import MlflowException
+
+        lock_name = f"{LOCK_PREFIX}{name}"
+        deadline = time.monotonic() + wait_s
+        delay = 0.05
+        while True:
+            try:
+                self.client.create_registered_model(
+                    lock_name,
+                    tags={LOCK_OWNER_TAG: owner, LOCK_EXPIRES_TAG: repr(time.time() + ttl_s)},
+                    description=f"Lock held while aliases of {name} move; deleted when the move is done.",
+                )
+                break
+            except MlflowException as exc:
+                if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code) and "already exists" not in str(exc):
+                    raise
+                self._break_stale_lock(lock_name)
+                if time.monotonic() > deadline:
+                    raise LockTimeoutError(
+                        explain(f"Registry lock of {name} is held by another promotion",
+                                expected=f"the lock to be released within {wait_s:.0f}s",
+                                received=lock_name,
+                                hint="retry the task; if no promotion is running, delete the registered model "
+                                f"{lock_name!r}.")
+                    ) from exc
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+        try:
+            yield
+        finally:
+            try:
+                self.client.delete_registered_model(lock_name)
+            except MlflowException:
+                log.warning("Could not delete registry lock %s; it expires after %.0fs", lock_name, ttl_s)
+
+    def _break_stale_lock(self, lock_name: str) -> None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            model = self.client.get_registered_model(lock_name)
+        except MlflowException:
+            return
+        expires = float(model.tags.get(LOCK_EXPIRES_TAG, "0") or 0)
+        if expires and time.time() > expires:
+            log.warning("Breaking expired registry lock %s held by %s", lock_name, model.tags.get(LOCK_OWNER_TAG))
+            try:
+                self.client.delete_registered_model(lock_name)
+            except MlflowException:
+                pass
+
+    # --- promotion and rollback -----------------------------------------------------------------------------
+
+    def promote(
+        self,
+        name: str,
+        version: str,
+        aliases: list[str],
+        dag_run: str,
+        reason: str,
+        expected: dict[str, str | None] | None = None,
+    ) -> tuple[bool, list[AliasMove], str]:
+        """
+        Move ``aliases`` to ``version`` under the registry lock.
+
+        ``expected`` maps aliases to the version the decision was taken against (e.g. the champion the
+        challenger was evaluated against). When one of them moved meanwhile, nothing moves: the decision is
+        recorded as a rejection and must be taken again against the new holder.
+        """
+        owner = f"{dag_run}@{socket.gethostname()}:{os.getpid()}"
+        with self.lock(name, owner):
+            holders = {alias: self.version_for_alias(name, alias) for alias in aliases}
+            if all(h is not None and str(h.version) == str(version) for h in holders.values()):
+                # A retry of a promotion that already happened: nothing to move, nothing to record.
+                return True, [], f"already promoted: {', '.join(aliases)} point at v{version}"
+            for alias, want in (expected or {}).items():
+                current = self.version_for_alias(name, alias)
+                have = current.version if current is not None else None
+                if (str(have) if have is not None else None) != (str(want) if want is not None else None):
+                    why = (f"rejected: {alias} moved from v{want} to v{have} since the evaluation; "
+                           "evaluate again against the new holder")
+                    for target in aliases:
+                        cur = self.version_for_alias(name, target)
+                        self._record(name, AliasMove(target, cur.version if cur else None, str(version),
+                                                     time.time(), dag_run, why, action="reject"))
+                    return False, [], why
+            moves = [self.set_alias(name, alias, version, dag_run, reason) for alias in aliases]
+            return True, moves, reason
+
+    def record_rejection(self, name: str, version: str, aliases: list[str], dag_run: str, reason: str) -> None:
+        for alias in aliases:
+            current = self.version_for_alias(name, alias)
+            self._record(name, AliasMove(alias, current.version if current else None, str(version), time.time(),
+                                         dag_run, reason, action="reject"))
+
+    def previous_version(self, name: str, alias: str) -> str | None:
+        """The version ``alias`` pointed at before its current one, from the recorded history."""
+        current = self.version_for_alias(name, alias)
+        if current is None:
+            return None
+        for move in reversed(self.alias_history(name, alias)):
+            if move["action"] in ("promote", "rollback") and move["to_version"] == str(current.version):
+                return move["from_version"]
+        return None
+
+    def rollback(self, name: str, alias: str, dag_run: str, reason: str, to_version: str | None = None) -> AliasMove:
+        """Put ``alias`` back on its previous version (or ``to_version``) in one step, under the lock."""
+        owner = f"{dag_run}@{socket.gethostname()}:{os.getpid()}"
+        with self.lock(name, owner):
+            target = to_version or self.previous_version(name, alias)
+            if target is None:
+                current = self.version_for_alias(name, alias)
+                raise RegistryError(
+                    explain(f"Nothing to roll back for alias {alias!r} of {name}",
+                            expected="an alias whose history holds an earlier version",
+                            received=f"current version {current.version if current else None}, no earlier one",
+                            hint="pass to_version explicitly.")
+                )
+            require_version(self, name, target)
+            return self.set_alias(name, alias, target, dag_run, reason, action="rollback")
 
     def _record(self, name: str, move: AliasMove) -> None:
         key = f"{ALIAS_MOVE_TAG_PREFIX}{time.time_ns():020d}"

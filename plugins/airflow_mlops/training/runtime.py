@@ -161,6 +161,8 @@ class Trainer:
         self.last_saved_step = -1
         self.val_metrics: dict[str, float] = {}
         self.val_step = -1
+        self.checkpoints_written = 0
+        self.checkpoint_stall_s = 0.0  # time the training loop waited on checkpoints
 
     # ---- helpers ------------------------------------------------------------------------------------------
     def say(self, msg: str, *args: Any) -> None:
@@ -230,7 +232,7 @@ class Trainer:
         found: CheckpointInfo | None = None
         if ctx.is_main:
             self.manager.cleanup_incomplete()
-            found = self.manager.latest(verify=True)
+            found = self.manager.latest(verify=True, remove_corrupt=True)
         found = self._broadcast(found)
         init_manifest = None
         if found is None and cfg.init_checkpoint_uri:
@@ -399,7 +401,10 @@ class Trainer:
             self.val_metrics, self.val_step = self.evaluate(), self.step
         metrics = dict(self.val_metrics)
         metrics["train_loss"] = train_loss if train_loss is not None else self._global_train_loss()
+        started = time.perf_counter()
         self.save(epoch=epoch, batch_index=batch_index, metrics=metrics)
+        self.checkpoint_stall_s += time.perf_counter() - started
+        self.checkpoints_written += 1
         self.last_saved_step = self.step
 
     # ---- the loop -----------------------------------------------------------------------------------------
@@ -473,25 +478,33 @@ class Trainer:
         throughput = samples / duration if duration > 0 else 0.0
         final = {"train_loss": train_loss, **self.val_metrics}
         self.metrics_sink.log(_finite({**final, "samples_per_second": throughput}), self.step)
+        # Every checkpoint is committed once all ranks pass here; then each node's first process reports, so
+        # the launcher of every node (not only the one with global rank 0) gets a result.
+        uris = self._final_uris() if ctx.is_main else None
+        last_uri, best_uri = self._broadcast(uris)
         result = None
-        if ctx.is_main:
-            result = self._result(final, throughput, duration)
+        if ctx.local_rank == 0:
+            result = self._result(final, throughput, duration, last_uri, best_uri)
             write_result(cfg.output_dir, result)
-            log.info("Training finished: %d steps in %.1fs (%.1f samples/s); checkpoint %s", self.step, duration,
+            self.say("Training finished: %d steps in %.1fs (%.1f samples/s); checkpoint %s", self.step, duration,
                      throughput, result.checkpoint_uri)
         dist.barrier()
         return result  # type: ignore[return-value]
 
-    def _result(self, final: dict[str, float], throughput: float, duration: float) -> TrainingResult:
+    def _final_uris(self) -> tuple[str, str | None]:
         last = self.manager.latest(verify=False)
         if last is None:
             raise CheckpointError(explain("No committed checkpoint after training", expected="at least one",
                                           received=self.cfg.checkpoint_dir))
         best = self.manager.best() if self.cfg.checkpoint.keep_best > 0 else None
+        return last.uri, best.uri if best else None
+
+    def _result(self, final: dict[str, float], throughput: float, duration: float, last_uri: str,
+                best_uri: str | None) -> TrainingResult:
         return TrainingResult(
-            checkpoint_uri=(best or last).uri,
-            last_checkpoint_uri=last.uri,
-            best_checkpoint_uri=best.uri if best else None,
+            checkpoint_uri=best_uri or last_uri,
+            last_checkpoint_uri=last_uri,
+            best_checkpoint_uri=best_uri,
             metrics=_finite(final),
             epochs=self.epoch,
             steps=self.step,
@@ -503,6 +516,8 @@ class Trainer:
             strategy=self.cfg.strategy.value,
             model_factory=self.cfg.model_factory,
             mlflow_run_id=self.cfg.mlflow_run_id,
+            extra={"checkpoints_written": self.checkpoints_written,
+                   "checkpoint_stall_s": round(self.checkpoint_stall_s, 4)},
         )
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from airflow_mlops.ui import pages
-from airflow_mlops.ui.auth import current_user, login_url
+from airflow_mlops.ui.auth import UserDep, current_user, login_url
 from airflow_mlops.ui.views import model_summary, version_view
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,9 @@ def get_registry() -> Registry:
                             detail=f"MLflow registry unavailable: {exc}") from exc
 
 
+RegistryDep = Annotated[Registry, Depends(get_registry)]
+
+
 def _base(request: Request) -> str:
     return request.scope.get("root_path", "").rstrip("/")
 
@@ -87,17 +90,15 @@ def create_app() -> FastAPI:
     # --- JSON API: every route requires a logged-in user --------------------------------------------------
 
     @app.get("/api/models")
-    def list_models(user: Any = Depends(current_user), reg: Registry = Depends(get_registry)) -> dict[str, Any]:
+    def list_models(user: UserDep, reg: RegistryDep) -> dict[str, Any]:
         return {"models": [reg.model(n) for n in reg.names()]}
 
     @app.get("/api/models/{name}")
-    def get_model(name: str, user: Any = Depends(current_user),
-                  reg: Registry = Depends(get_registry)) -> dict[str, Any]:
+    def get_model(name: str, user: UserDep, reg: RegistryDep) -> dict[str, Any]:
         return {**reg.model(name), "alias_history": reg.history(name)}
 
     @app.get("/api/models/{name}/versions/{version}")
-    def get_version(name: str, version: str, user: Any = Depends(current_user),
-                    reg: Registry = Depends(get_registry)) -> dict[str, Any]:
+    def get_version(name: str, version: str, user: UserDep, reg: RegistryDep) -> dict[str, Any]:
         return {"name": name, **reg.version(name, version)}
 
     # --- HTML pages: without a valid login, back to Airflow's login page ---------------------------------------

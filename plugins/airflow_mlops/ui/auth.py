@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -11,7 +11,7 @@ _bearer = HTTPBearer(auto_error=False)
 
 
 async def current_user(
-    request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> Any:
     """
     The logged-in Airflow user, resolved exactly as the Airflow REST API resolves it.
@@ -29,6 +29,9 @@ async def current_user(
     if not get_auth_manager().is_authorized_view(access_view=AccessView.WEBSITE, user=user):
         raise HTTPException(status_code=status.HTTP_403_FORBIDDEN, detail="Forbidden")
     return user
+
+
+UserDep = Annotated[Any, Depends(current_user)]
 
 
 def login_url(request: Request) -> str:

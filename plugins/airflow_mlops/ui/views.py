@@ -50,9 +50,16 @@ def aliases_by_environment(aliases: dict[str, str]) -> dict[str, str | None]:
     return out
 
 
-def version_view(mv: Any) -> dict[str, Any]:
-    """One model version: identity, state, aliases, evaluation, gate decision and lineage."""
+def version_view(mv: Any, model_aliases: dict[str, str] | None = None) -> dict[str, Any]:
+    """
+    One model version: identity, state, aliases, evaluation, gate decision and lineage.
+
+    ``model_aliases`` (alias -> version of the registered model) supplies the aliases when ``mv`` comes from a
+    version search, which MLflow returns without them.
+    """
     tags = dict(mv.tags or {})
+    aliases = set(getattr(mv, "aliases", None) or [])
+    aliases |= {a for a, v in (model_aliases or {}).items() if str(v) == str(mv.version)}
     lineage = lineage_from_tags(tags)
     parent = lineage.get("parent") or {}
     return {
@@ -61,7 +68,7 @@ def version_view(mv: Any) -> dict[str, Any]:
         "created": int(mv.creation_timestamp or 0),
         "run_id": mv.run_id,
         "source": mv.source,
-        "aliases": sorted(getattr(mv, "aliases", None) or []),
+        "aliases": sorted(aliases),
         "metrics": prefixed(tags, EVAL_PREFIX),
         "gate": prefixed(tags, GATE_PREFIX),
         "parent_version": parent.get("version") if isinstance(parent, dict) else None,
@@ -77,5 +84,5 @@ def model_summary(model: Any, versions: list[Any]) -> dict[str, Any]:
         "description": model.description or "",
         "updated": int(model.last_updated_timestamp or 0),
         "environments": aliases_by_environment(aliases),
-        "versions": [version_view(mv) for mv in sorted(versions, key=lambda v: int(v.version), reverse=True)],
+        "versions": [version_view(mv, aliases) for mv in sorted(versions, key=lambda v: int(v.version), reverse=True)],
     }

@@ -36,9 +36,10 @@ class DataFormat(StrEnum):
 
 def resolve_data_path(path: str, allowed_root: str | None = None) -> str:
     """
-    Normalise ``path`` and refuse one that escapes ``allowed_root`` (``../`` traversal, symlinks on disk).
+    The path every later step uses; refuses one that escapes ``allowed_root``.
 
-    Returns the normalised path (absolute for local files) that every later step uses.
+    Local paths are resolved (``..`` and symlinks) and must stay under the resolved root. S3 keys are kept
+    literal and refused when they hold ``.`` or ``..`` segments or lie outside the root's bucket and prefix.
     """
     if not isinstance(path, str) or not path.strip():
         raise BatchNotFoundError(

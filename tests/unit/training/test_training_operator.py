@@ -30,7 +30,7 @@ def test_init_keeps_templates_unvalidated():
 
 def test_build_config_from_rendered_values(monkeypatch):
     monkeypatch.setenv("MLOPS_CHECKPOINT_BASE", "s3://bucket/ckpt")
-    op = operator(epochs="3", nproc_per_node="2", strategy="fsdp", task_type="multiclass",
+    op = operator(epochs="3", nproc_per_node="2", strategy="fsdp", learning_task="multiclass",
                   model_kwargs={"out_features": 3}, checkpoint_policy={"every_n_steps": 10, "keep_last": 3},
                   training_options={"max_steps": 50, "lr_schedule": "cosine"})
     cfg = op.build_config(context(), "/tmp/out")

@@ -117,3 +117,18 @@ def test_config_checks(kwargs, words):
     base = {"data_path": "a.csv", "suite_path": "s.json", **kwargs}
     with pytest.raises(MlopsConfigurationError, match=words):
         ValidationConfig(**base)
+
+
+def test_gx_native_severity_is_honoured(window, roots):
+    suite = {"name": "native", "expectations": [
+        {"type": "expect_column_values_to_be_between", "kwargs": {"column": "temperature", "min_value": 0,
+                                                                   "max_value": 1}, "severity": "warning"},
+        {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "temperature"}},
+    ]}
+    suite_file = roots["data"] / "native.json"
+    suite_file.write_text(json.dumps(suite))
+    path = roots["data"] / "w.parquet"
+    window.to_parquet(path, index=False)
+    summary = validate_batch(ValidationConfig(str(path), str(suite_file)))
+    assert summary["success"] and summary["warned"] == 1
+    assert summary["warnings"][0]["severity"] == "warning"
