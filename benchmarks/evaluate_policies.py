@@ -35,16 +35,18 @@ FEATURES = ["temperature", "dew_point", "sea_level_pressure", "visibility", "ave
 TARGET = "rain"
 PREDICTION = "prediction"
 
-#: Settings of "ours". Chosen on the development windows 1954-1969 (see the README): the performance threshold
-#: is about twice the spread of the frozen model's quarterly AUC there; cooldown one window; budget four a year.
+#: Settings of "ours", chosen on the development windows (1954-1969, see the README): a drop of 0.10 AUC is about
+#: twice the spread of the frozen model's quarterly AUC there; cooldown one window; budget four a year. On those
+#: windows feature drift and prediction drift fired in nearly every quarter (the seasons) without any loss of AUC,
+#: so "ours" triggers on the performance drop; "drift_only" shows what the drift rule alone would do.
 POLICY = {
-    "rules": [{"signals": ["performance_drop"], "consecutive": 1},
-              {"signals": ["data_drift", "prediction_drift"], "consecutive": 2}],
+    "rules": [{"signals": ["performance_drop"], "consecutive": 1}],
     "cooldown_days": 100,
     "budget": 4,
     "budget_period_days": 365,
     "max_consecutive_fine_tunes": 3,
 }
+DRIFT_ONLY_POLICY = {**POLICY, "rules": [{"signals": ["data_drift", "prediction_drift"], "consecutive": 2}]}
 PERFORMANCE = {"metric": "auc", "max_drop": 0.10, "min_rows": 30}
 DRIFT = {"columns": FEATURES, "prediction_column": PREDICTION, "mode": "profile", "drift_share": 0.75}
 RECENT_WINDOWS = 8
@@ -66,7 +68,6 @@ class Trainer:
 
     def fit(self, x: np.ndarray, y: np.ndarray, model: Any = None) -> Any:
         import torch
-
         from airflow_mlops.training.models import tabular_mlp
 
         started = time.perf_counter()
@@ -133,6 +134,7 @@ class Ours:
     agreement: list[tuple[int, int]] = field(default_factory=list)
     log: list[dict[str, Any]] = field(default_factory=list)
     evidently_checks: bool = False
+    policy_config: dict[str, Any] = field(default_factory=lambda: dict(POLICY))
 
     def __post_init__(self) -> None:
         from airflow_mlops.drift.performance import PerformanceConfig
@@ -141,7 +143,7 @@ class Ours:
 
         self.x = self.data[FEATURES].to_numpy("float32")
         self.y = self.data[TARGET].to_numpy("float32")
-        self.policy = TriggerPolicy.from_dict(POLICY)
+        self.policy = TriggerPolicy.from_dict(self.policy_config)
         self.state = PolicyState()
         self.perf_config = PerformanceConfig.from_dict(PERFORMANCE)
         self.drift_config = DriftConfig.from_dict(DRIFT)
@@ -212,7 +214,6 @@ class Ours:
 
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     import torch
-
     from airflow_mlops.registry.evaluation import binary_metrics
 
     torch.set_num_threads(1)
@@ -252,26 +253,30 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     per_window["never"] = [binary_metrics(y[windows[i]], predict(model, x[windows[i]])) for i in test]
     results["never"] = {"trainings": 0, "samples": 0, "train_seconds": 0.0, "check_seconds": 0.0}
 
-    # ours
-    tr = trainer()
-    ours = Ours(df, windows, ends, ids, tr, evidently_checks=args.evidently_checks)
-    recent0 = np.concatenate(windows[max(0, first_test - RECENT_WINDOWS) : first_test])
-    ours.deploy(fresh_initial(), recent0)
-    rows_out, actions = [], []
-    for i in test:
-        rows_out.append(binary_metrics(y[windows[i]], predict(ours.model, x[windows[i]])))
-        actions.append(ours.after_window(i, first_test))
-        print(f"ours {ids[i]} auc={rows_out[-1]['auc']:.3f} {ours.log[-1]['signals']} -> "
-              f"{ours.log[-1]['action']}", file=sys.stderr, flush=True)
-    per_window["ours"] = rows_out
-    results["ours"] = {"trainings": tr.trainings, "samples": tr.samples, "train_seconds": tr.seconds,
-                       "check_seconds": ours.check_seconds, "actions": "".join(a or "." for a in actions),
-                       "fine_tunes": actions.count("F"), "retrains": actions.count("R"), "log": ours.log}
-    if args.evidently_checks:
-        same = sum(a for a, _ in ours.agreement)
-        total = sum(b for _, b in ours.agreement)
-        results["ours"]["evidently_check_seconds"] = ours.evidently_seconds
-        results["ours"]["profile_vs_evidently_verdict_agreement"] = same / total if total else None
+    for name, policy in (("ours", POLICY), ("drift_only", DRIFT_ONLY_POLICY)):
+        tr = trainer()
+        ours = Ours(df, windows, ends, ids, tr, evidently_checks=args.evidently_checks and name == "ours",
+                    policy_config=policy)
+        recent0 = np.concatenate(windows[max(0, first_test - RECENT_WINDOWS) : first_test])
+        ours.deploy(fresh_initial(), recent0)
+        ours.check_seconds = 0.0  # the initial model's profile is part of its deployment, the same for everyone
+        rows_out, actions = [], []
+        for i in test:
+            rows_out.append(binary_metrics(y[windows[i]], predict(ours.model, x[windows[i]])))
+            actions.append(ours.after_window(i, first_test))
+            print(f"{name} {ids[i]} auc={rows_out[-1]['auc']:.3f} {ours.log[-1]['signals']} -> "
+                  f"{ours.log[-1]['action']}", file=sys.stderr, flush=True)
+        per_window[name] = rows_out
+        results[name] = {"trainings": tr.trainings, "samples": tr.samples, "train_seconds": tr.seconds,
+                         "check_seconds": ours.check_seconds, "actions": "".join(a or "." for a in actions),
+                         "fine_tunes": actions.count("F"), "retrains": actions.count("R"), "log": ours.log,
+                         "signal_rates": {s: sum(s in e["signals"] for e in ours.log) / len(ours.log)
+                                          for s in ("data_drift", "prediction_drift", "performance_drop")}}
+        if args.evidently_checks and name == "ours":
+            same = sum(a for a, _ in ours.agreement)
+            total = sum(b for _, b in ours.agreement)
+            results[name]["evidently_check_seconds"] = ours.evidently_seconds
+            results[name]["profile_vs_evidently_verdict_agreement"] = same / total if total else None
 
     # every
     tr = trainer()
@@ -300,7 +305,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         r["wall_seconds"] = r["train_seconds"] + r["check_seconds"]
         r["per_window"] = [{"window": w, "auc": round(float(a), 4), "accuracy": round(float(c), 4)}
                            for w, a, c in zip(window_ids, auc, acc, strict=True)]
-    results["config"] = {"policy": POLICY, "performance": PERFORMANCE, "drift": DRIFT, "recent_windows": RECENT_WINDOWS,
+    results["config"] = {"policy": POLICY, "drift_only_policy": DRIFT_ONLY_POLICY, "performance": PERFORMANCE, "drift": DRIFT, "recent_windows": RECENT_WINDOWS,
                          "replay_rows": REPLAY_ROWS, "epochs": args.epochs, "seed": args.seed,
                          "first_test_window": ids[first_test], "last_window": ids[last - 1], "windows": len(test),
                          "development_windows": f"{ids[first_test]}..{args.dev_until}Q4",
@@ -315,8 +320,9 @@ def table(results: dict[str, Any]) -> str:
         "| wall s (train + checks) | share of every-window compute |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    names = {"never": "never retrain", "ours": "drift-triggered (ours)", "every": "retrain every window (all past)"}
-    for key in ("never", "ours", "every"):
+    names = {"never": "never retrain", "ours": "drift-triggered (ours)", "every": "retrain every window (all past)",
+             "drift_only": "feature + prediction drift only"}
+    for key in ("never", "ours", "every", "drift_only"):
         r = results[key]
         share = r["wall_seconds"] / every["wall_seconds"] if every["wall_seconds"] else math.nan
         lines.append(
@@ -348,7 +354,11 @@ def main() -> int:
     print()
     print(f"> ours vs every window: {100 * (ours['mean_auc'] - every['mean_auc']):+.2f} AUC points at "
           f"{ours['wall_seconds'] / every['wall_seconds']:.3f} of its wall seconds; vs never: "
-          f"{100 * (ours['mean_auc'] - never['mean_auc']):+.2f} points. Actions per window: {ours['actions']}")
+          f"{100 * (ours['mean_auc'] - never['mean_auc']):+.2f} points. Actions per window (F fine-tune, R retrain): "
+          f"{ours['actions']}")
+    rates = results["ours"]["signal_rates"]
+    print(f"> signals per window: data drift {100 * rates['data_drift']:.0f}%, prediction drift "
+          f"{100 * rates['prediction_drift']:.0f}%, performance drop {100 * rates['performance_drop']:.0f}%")
     if "evidently_check_seconds" in ours:
         print(f"> with Evidently's full Report as the drift check instead of the profile: "
               f"{ours['evidently_check_seconds']:.1f} s of checks; profile verdicts agree with Evidently on "

@@ -431,7 +431,8 @@ def parse_snapshot(data: dict[str, Any], kinds: dict[str, str]) -> dict[str, Col
     for test in data.get("tests") or []:
         params = (test.get("metric_config") or {}).get("params") or {}
         if params.get("type", "").endswith(":ValueDrift") and "column" in params:
-            status[params["column"]] = str(test.get("status", "")).upper()
+            raw = test.get("status", "")
+            status[params["column"]] = str(getattr(raw, "value", raw)).upper().rsplit(".", 1)[-1]
     out: dict[str, ColumnDrift] = {}
     for metric in data.get("metrics") or []:
         cfg = metric.get("config") or {}

@@ -89,6 +89,14 @@ class EvaluateModelOperator(BaseOperator):
                 for metric, value in (result[who] or {}).items():
                     client.log_metric(self.mlflow_run_id, f"eval.{who}.{metric}", value)
             client.set_tag(self.mlflow_run_id, "mlops.eval_digest", result["eval_digest"])
+        if result["champion_version"]:
+            # The champion's score on this evaluation set is kept on its own version too, keyed by the set's
+            # digest, so every comparison it took part in can be read back from the registry.
+            short = result["eval_digest"].split(":")[-1][:12]
+            for metric, value in result["champion"].items():
+                self.hook.client.set_model_version_tag(
+                    self.model_name, result["champion_version"], f"eval_on.{short}.{metric}", repr(float(value))
+                )
         self.log.info(
             "Challenger %s; champion (v%s) %s on %s", result["challenger"], result["champion_version"],
             result["champion"], self.eval_uri,

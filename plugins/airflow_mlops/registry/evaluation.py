@@ -32,7 +32,10 @@ def predict_proba(model: Any, x: np.ndarray, batch_size: int = 8192) -> np.ndarr
     import numpy as np
     import torch
 
-    model.eval()
+    try:
+        model.eval()
+    except NotImplementedError:
+        pass  # a torch.export program loaded from the registry (pt2) is already frozen in inference mode
     out = []
     with torch.no_grad():
         for i in range(0, len(x), batch_size):

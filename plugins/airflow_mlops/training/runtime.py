@@ -163,6 +163,7 @@ class Trainer:
         self.val_step = -1
         self.checkpoints_written = 0
         self.checkpoint_stall_s = 0.0  # time the training loop waited on checkpoints
+        self.eval_s = 0.0
 
     # ---- helpers ------------------------------------------------------------------------------------------
     def say(self, msg: str, *args: Any) -> None:
@@ -302,10 +303,18 @@ class Trainer:
         self.last_saved, self.last_saved_step = info, info.step
 
     # ---- evaluation ---------------------------------------------------------------------------------------
-    @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         if self.xe is None or self.ye is None:
             return {}
+        started = time.perf_counter()
+        try:
+            return self._evaluate()
+        finally:
+            self.eval_s += time.perf_counter() - started
+
+    @torch.no_grad()
+    def _evaluate(self) -> dict[str, float]:
+        assert self.xe is not None and self.ye is not None
         ctx, n = self.ctx, len(self.xe)
         per_rank = math.ceil(n / ctx.world_size)
         # Padding repeats rows like DistributedSampler, so every rank runs the same number of forwards (FSDP).
@@ -475,7 +484,9 @@ class Trainer:
             self._checkpoint(epoch=self.epoch, batch_index=self.batch_index, train_loss=train_loss)
         self.saver.wait()
         duration = time.perf_counter() - t_start
-        throughput = samples / duration if duration > 0 else 0.0
+        # Training throughput: the loop's own time, without evaluation and checkpoint stalls (reported apart).
+        loop_s = duration - self.eval_s - self.checkpoint_stall_s
+        throughput = samples / loop_s if loop_s > 0 else 0.0
         final = {"train_loss": train_loss, **self.val_metrics}
         self.metrics_sink.log(_finite({**final, "samples_per_second": throughput}), self.step)
         # Every checkpoint is committed once all ranks pass here; then each node's first process reports, so
@@ -517,7 +528,7 @@ class Trainer:
             model_factory=self.cfg.model_factory,
             mlflow_run_id=self.cfg.mlflow_run_id,
             extra={"checkpoints_written": self.checkpoints_written,
-                   "checkpoint_stall_s": round(self.checkpoint_stall_s, 4)},
+                   "checkpoint_stall_s": round(self.checkpoint_stall_s, 4), "eval_s": round(self.eval_s, 4)},
         )
 
 

@@ -1,0 +1,93 @@
+"""The real scheduler end to end: trigger train_pipeline through the REST API with Params; drift schedules
+continual_learning through an Asset event, which changes the champion."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+MODEL = "rainfall"
+#: Small enough for two cores: three years of days, one epoch, two torchrun processes.
+TRAIN_CONF = {"window_start": "1950-01-01", "window_end": "1952-12-31", "epochs": 1, "processes": 2,
+              "batch_size": 128, "min_auc": 0.5}
+
+
+def _champion(client):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(MODEL, "champion")
+    except MlflowException:
+        return None
+
+
+def test_train_pipeline_triggered_through_the_rest_api(airflow_stack, mlflow_client):
+    api = airflow_stack
+    dag = api.wait_for_dag("train_pipeline")
+    assert {t["name"] for t in dag["tags"]} >= {"mlops"}
+    api.unpause("train_pipeline")
+    before = _champion(mlflow_client)
+
+    run_id, run = api.run_and_wait("train_pipeline", TRAIN_CONF, timeout=900)
+
+    assert run["conf"] == TRAIN_CONF
+    assert set(api.task_states("train_pipeline", run_id).values()) == {"success"}
+    champion = _champion(mlflow_client)
+    assert champion is not None and (before is None or champion.version != before.version)
+    tags = champion.tags
+    # The Params of the trigger reached the training run and the lineage of the registered version.
+    assert tags["lineage.orchestration.dag_id"] == "train_pipeline"
+    assert tags["lineage.orchestration.run_id"] == run_id
+    assert '"epochs":1' in tags["lineage.hyperparameters"].replace(" ", "")
+    assert "1950-01-01" in tags["lineage.hyperparameters"]
+
+    # Operator extra links resolve through the API server to the MLflow UI.
+    links = api.request("GET", f"/api/v2/dags/train_pipeline/dagRuns/{run_id}/taskInstances/register/links")
+    assert any(str(url).startswith(api.mlflow_url) and f"/models/{MODEL}/versions/{champion.version}" in str(url)
+               for url in links.values()), links
+    # The plugin's JSON API (served by the same API server) shows the new champion.
+    model = api.request("GET", f"/mlops/api/models/{MODEL}")
+    assert model["environments"]["champion"] == champion.version
+
+
+DRIFT_DAGS = [REPO / "dags" / "drift_monitor.py", REPO / "dags" / "continual_learning.py"]
+
+
+@pytest.mark.skipif(not all(p.exists() for p in DRIFT_DAGS), reason="drift_monitor / continual_learning not present")
+def test_drift_event_schedules_continual_learning_which_changes_the_champion(airflow_stack, mlflow_client):
+    api = airflow_stack
+    for dag_id in ("drift_monitor", "continual_learning"):
+        api.wait_for_dag(dag_id)
+        api.unpause(dag_id)
+    before = _champion(mlflow_client)
+    assert before is not None, "the train_pipeline test registers the first champion"
+    known = {r["dag_run_id"] for r in api.runs("continual_learning")}
+
+    # A window decades after the training window: the climate and the station's instruments have moved.
+    run_id, _ = api.run_and_wait("drift_monitor", DRIFT_CONF, timeout=900)
+    assert set(api.task_states("drift_monitor", run_id).values()) <= {"success", "skipped"}
+
+    deadline = time.monotonic() + 180
+    new_runs: list[dict] = []
+    while not new_runs and time.monotonic() < deadline:
+        new_runs = [r for r in api.runs("continual_learning") if r["dag_run_id"] not in known]
+        time.sleep(3)
+    assert new_runs, "the drift Asset event did not schedule continual_learning"
+    run = new_runs[0]
+    assert run["run_type"] == "asset_triggered"
+    run = api.wait_for_run("continual_learning", run["dag_run_id"], timeout=900)
+    assert run["state"] == "success", api.explain("continual_learning", run["dag_run_id"])
+
+    after = _champion(mlflow_client)
+    assert after is not None and after.version != before.version
+    assert after.tags.get("lineage.parent.version") == before.version  # fine-tuned from the old champion
+    history = api.request("GET", f"/mlops/api/models/{MODEL}")["alias_history"]
+    assert (history[-1]["from_version"], history[-1]["to_version"]) == (before.version, after.version)
+
+
+DRIFT_CONF: dict = {"window_start": "1985-01-01", "window_end": "1987-12-31"}
