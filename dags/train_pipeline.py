@@ -133,6 +133,7 @@ with DAG(
         batch_size="{{ params.batch_size }}",
         checkpoint_base=f"{DATA_DIR}/checkpoints",
         checkpoint_policy={"every_n_epochs": 1, "keep_last": 2, "keep_best": 1, "monitor": "val_loss"},
+        protect_registered_model=MODEL_NAME,
         mlflow_conn_id="mlflow_default",
         mlflow_run_id=start_run.output,
         multiple_outputs=True,

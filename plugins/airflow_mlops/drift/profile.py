@@ -135,17 +135,19 @@ def _n_unique(col: ColumnProfile, current: pd.Series) -> int:
     """
     if col.n_unique > 5 or col.counts is None:
         return col.n_unique
-    return len(set(col.counts) | set(current.dropna().map(_key).unique()))
+    return len(set(col.counts) | {_key(v) for v in current.dropna().unique()})
 
 
 def _proportions(col: ColumnProfile, current: pd.Series) -> tuple[list[str], np.ndarray, np.ndarray]:
     import numpy as np
 
     ref_counts = col.counts or {}
-    cur_counts = current.dropna().map(_key).value_counts()
-    keys = sorted(set(ref_counts) | set(cur_counts.index))
+    cur_counts: dict[str, int] = {}
+    for value, count in current.value_counts().items():  # count first, then name the few distinct values
+        cur_counts[_key(value)] = cur_counts.get(_key(value), 0) + int(count)
+    keys = sorted(set(ref_counts) | set(cur_counts))
     ref = np.array([ref_counts.get(k, 0) for k in keys], dtype="float64")
-    cur = np.array([int(cur_counts.get(k, 0)) for k in keys], dtype="float64")
+    cur = np.array([cur_counts.get(k, 0) for k in keys], dtype="float64")
     return keys, ref, cur
 
 

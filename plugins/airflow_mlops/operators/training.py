@@ -72,6 +72,9 @@ class DistributedTrainingOperator(BaseOperator):
     :param checkpoint_policy: :class:`~airflow_mlops.training.config.CheckpointPolicy` or its dict (templated).
     :param init_checkpoint_uri: start from this checkpoint's weights when the run has none yet (templated).
     :param protected_checkpoints: checkpoint URIs retention never deletes (templated).
+    :param protect_registered_model: registered model whose versions' checkpoints (lineage tag
+        ``lineage.checkpoint.uri``) retention never deletes, e.g. when runs share one ``checkpoint_dir``
+        (templated; needs ``mlflow_conn_id``).
     :param training_options: further :class:`~airflow_mlops.training.config.TrainingConfig` fields (templated),
         e.g. ``{"max_steps": 100, "lr_schedule": "cosine"}``.
     :param mlflow_conn_id: MLflow connection; when set, metrics go to an MLflow run.
@@ -87,7 +90,7 @@ class DistributedTrainingOperator(BaseOperator):
         "train_uri", "target_column", "feature_columns", "eval_uri", "learning_task", "strategy", "model_factory",
         "model_kwargs", "epochs", "batch_size", "learning_rate", "seed", "nproc_per_node", "nnodes", "node_rank",
         "rdzv_endpoint", "checkpoint_dir", "checkpoint_base", "checkpoint_policy", "init_checkpoint_uri",
-        "protected_checkpoints", "training_options", "mlflow_run_id", "experiment_name", "pythonpath",
+        "protected_checkpoints", "protect_registered_model", "training_options", "mlflow_run_id", "experiment_name", "pythonpath",
         "timeout_s",
     )
     template_fields_renderers = {"model_kwargs": "json", "checkpoint_policy": "json", "training_options": "json"}
@@ -118,6 +121,7 @@ class DistributedTrainingOperator(BaseOperator):
         checkpoint_policy: CheckpointPolicy | dict[str, Any] | None = None,
         init_checkpoint_uri: str | None = None,
         protected_checkpoints: list[str] | None = None,
+        protect_registered_model: str | None = None,
         training_options: dict[str, Any] | None = None,
         mlflow_conn_id: str | None = None,
         mlflow_run_id: str | None = None,
@@ -149,6 +153,7 @@ class DistributedTrainingOperator(BaseOperator):
         self.checkpoint_policy = checkpoint_policy
         self.init_checkpoint_uri = init_checkpoint_uri
         self.protected_checkpoints = protected_checkpoints
+        self.protect_registered_model = protect_registered_model
         self.training_options = training_options
         self.mlflow_conn_id = mlflow_conn_id
         self.mlflow_run_id = mlflow_run_id
@@ -240,6 +245,13 @@ class DistributedTrainingOperator(BaseOperator):
             if self.aws_conn_id:
                 env.update(self.storage_hook.child_env())
             run_id = None
+            if self.mlflow_conn_id and self.protect_registered_model:
+                from airflow_mlops.registry.service import RegistryService
+
+                registered = RegistryService(self.mlflow_hook.client).registered_checkpoints(
+                    str(self.protect_registered_model))
+                config.protected_checkpoints = sorted(set(config.protected_checkpoints) | set(registered))
+                self.log.info("Retention protects %d checkpoint(s) of registered versions", len(registered))
             if self.mlflow_conn_id:
                 run_id = self._mlflow_run(context)
                 config.mlflow_run_id = run_id

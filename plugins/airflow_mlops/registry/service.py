@@ -299,6 +299,16 @@ class RegistryService:
                     moves.append(entry)
         return moves
 
+    def registered_checkpoints(self, name: str) -> list[str]:
+        """Checkpoint URIs that versions of ``name`` were registered from (retention must keep them)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            versions = self.client.search_model_versions(f"name = '{name}'")
+        except MlflowException:
+            return []
+        return sorted({v.tags["lineage.checkpoint.uri"] for v in versions if v.tags.get("lineage.checkpoint.uri")})
+
     def version_metrics(self, version: ModelVersion, prefix: str = "eval.") -> dict[str, float]:
         """Evaluation metrics recorded on a version as tags ``eval.<metric>``."""
         out = {}
