@@ -84,6 +84,7 @@ def main() -> int:
     repeats = args.repeats or 3
 
     import evidently  # noqa: F401  (import cost kept out of the timings)
+
     from airflow_mlops.drift.profile import build_profile, profile_drift
     from airflow_mlops.drift.report import DriftConfig, detect_drift
 

@@ -68,6 +68,7 @@ class Trainer:
 
     def fit(self, x: np.ndarray, y: np.ndarray, model: Any = None) -> Any:
         import torch
+
         from airflow_mlops.training.models import tabular_mlp
 
         started = time.perf_counter()
@@ -214,6 +215,7 @@ class Ours:
 
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     import torch
+
     from airflow_mlops.registry.evaluation import binary_metrics
 
     torch.set_num_threads(1)

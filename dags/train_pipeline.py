@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import pendulum
@@ -193,7 +194,7 @@ with DAG(
         subject="Promote rainfall v{{ ti.xcom_pull(task_ids='register', key='version') }} to production?",
         body="Gate: {{ ti.xcom_pull(task_ids='promote_staging')['reason'] }}",
         defaults="Reject",
-        execution_timeout=None,
+        response_timeout=timedelta(days=3),
     )
     promote_production = PromoteModelOperator(
         task_id="promote_production",

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from airflow_mlops.exceptions import MlopsConfigurationError
 from airflow_mlops.training.config import TrainingConfig
 from airflow_mlops.training.k8s import (

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from mlops_testkit.servers import free_port
 
 REPO = Path(__file__).resolve().parents[2]

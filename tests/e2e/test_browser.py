@@ -10,6 +10,8 @@ import time
 import pytest
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+sync_api = pytest.importorskip("playwright.sync_api")
+expect = sync_api.expect
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -21,13 +23,12 @@ FORM = {"window_start": "1953-01-01", "window_end": "1955-12-31", "epochs": "1",
 
 @pytest.fixture(scope="module")
 def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
     if not shutil.which(CHROMIUM):
         pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
-    with sync_api.sync_playwright() as pw:
-        # A fresh profile each time: no cookie or cache from an earlier run.
+    # A fresh profile each time: no cookie or cache from an earlier run.
+    with sync_api.sync_playwright() as pw, tempfile.TemporaryDirectory(prefix="mlops-chromium-") as profile:
         context = pw.chromium.launch_persistent_context(
-            tempfile.mkdtemp(prefix="mlops-chromium-"), executable_path=CHROMIUM, args=CHROMIUM_ARGS,
+            profile, executable_path=CHROMIUM, args=CHROMIUM_ARGS,
             headless=True, viewport={"width": 1400, "height": 1000},
         )
         context.set_default_timeout(60_000)
@@ -68,7 +69,7 @@ def test_trigger_from_the_params_form_and_find_the_version_on_the_model_page(bro
     dialog.get_by_text("Run Parameters").wait_for()
     for title in ("Source table", "Data window start", "Epochs", "Processes per node", "Distributed strategy",
                   "Gate: minimum AUC"):
-        assert dialog.get_by_text(title, exact=True).first.is_visible(), f"Params form lacks {title!r}"
+        expect(dialog.locator("label", has_text=title).first).to_be_visible()
     for name, value in FORM.items():
         dialog.locator(f'input[name="element_{name}"]').fill(value)
     dialog.screenshot(path=str(artifacts_dir / "1-trigger-form.png"))

@@ -49,7 +49,8 @@ def test_train_pipeline_triggered_through_the_rest_api(airflow_stack, mlflow_cli
     assert "1950-01-01" in tags["lineage.hyperparameters"]
 
     # Operator extra links resolve through the API server to the MLflow UI.
-    links = api.request("GET", f"/api/v2/dags/train_pipeline/dagRuns/{run_id}/taskInstances/register/links")
+    links = api.request("GET", f"/api/v2/dags/train_pipeline/dagRuns/{run_id}/taskInstances/register/links")[
+        "extra_links"]
     assert any(str(url).startswith(api.mlflow_url) and f"/models/{MODEL}/versions/{champion.version}" in str(url)
                for url in links.values()), links
     # The plugin's JSON API (served by the same API server) shows the new champion.
@@ -61,7 +62,8 @@ DRIFT_DAGS = [REPO / "dags" / "drift_monitor.py", REPO / "dags" / "continual_lea
 
 
 @pytest.mark.skipif(not all(p.exists() for p in DRIFT_DAGS), reason="drift_monitor / continual_learning not present")
-def test_drift_event_schedules_continual_learning_which_changes_the_champion(airflow_stack, mlflow_client):
+def test_drift_event_schedules_continual_learning_which_changes_the_champion(airflow_stack, mlflow_client,
+                                                                             tmp_path):
     api = airflow_stack
     for dag_id in ("drift_monitor", "continual_learning"):
         api.wait_for_dag(dag_id)
@@ -70,8 +72,8 @@ def test_drift_event_schedules_continual_learning_which_changes_the_champion(air
     assert before is not None, "the train_pipeline test registers the first champion"
     known = {r["dag_run_id"] for r in api.runs("continual_learning")}
 
-    # A window decades after the training window: the climate and the station's instruments have moved.
-    run_id, _ = api.run_and_wait("drift_monitor", DRIFT_CONF, timeout=900)
+    state_uri = _policy_state_after_earlier_windows(tmp_path / "policy_state.json")
+    run_id, _ = api.run_and_wait("drift_monitor", {**DRIFT_CONF, "state_uri": state_uri}, timeout=900)
     assert set(api.task_states("drift_monitor", run_id).values()) <= {"success", "skipped"}
 
     deadline = time.monotonic() + 180
@@ -92,4 +94,29 @@ def test_drift_event_schedules_continual_learning_which_changes_the_champion(air
     assert (history[-1]["from_version"], history[-1]["to_version"]) == (before.version, after.version)
 
 
-DRIFT_CONF: dict = {"window_start": "1985-01-01", "window_end": "1987-12-31"}
+#: Three decades after the training window: the features and the champion's predictions have drifted.
+DRIFT_CONF: dict = {"window_start": "1985-01-01", "window_end": "1985-12-31"}
+#: The damping policy acts on data drift only after four drifted windows in a row: the three before this one.
+EARLIER_DRIFTED_WINDOWS = (("1984-01-01", "1984-03-31"), ("1984-04-01", "1984-06-30"), ("1984-07-01", "1984-09-30"))
+
+
+def _policy_state_after_earlier_windows(path: Path) -> str:
+    """The policy state drift_monitor would have saved after monitoring the earlier windows (the DAG's policy)."""
+    import importlib.util
+
+    from airflow_mlops.drift.policy import Observation, PolicyState, TriggerPolicy, decide, save_state
+    from airflow_mlops.hooks.storage import get_storage
+
+    spec = importlib.util.spec_from_file_location("drift_monitor_dag", REPO / "dags" / "drift_monitor.py")
+    dag_module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(dag_module)
+    policy = TriggerPolicy.from_dict(dag_module.POLICY)
+    state = PolicyState()
+    for start, end in EARLIER_DRIFTED_WINDOWS:
+        decision = decide(policy, state, Observation(window_id=f"{start}/{end}", window_end=end,
+                                                     signals=frozenset({"data_drift", "prediction_drift"})))
+        assert not decision.triggered
+        state = decision.state
+    uri = str(path)
+    save_state(get_storage(uri), uri, state)
+    return uri

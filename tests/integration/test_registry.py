@@ -140,3 +140,9 @@ def test_stale_lock_is_broken(service, model_name):
                                            tags={"mlops.lock.expires": repr(time.time() - 1)})
     with service.lock(model_name, "me", wait_s=10):
         pass
+
+
+def test_registered_checkpoints_are_listed_for_retention(service, model_name):
+    _register(service, model_name, "k1")
+    assert service.registered_checkpoints(model_name) == ["/c/step-0000000010"]
+    assert service.registered_checkpoints(f"{model_name}-none") == []

@@ -49,8 +49,9 @@ def token(api_client, admin_password) -> str:
 @pytest.fixture(scope="module")
 def registered(mlflow_srv) -> dict[str, str]:
     """Two versions of a model with lineage tags, v2 fine-tuned from v1; champion moved v1 -> v2."""
-    from airflow_mlops.registry.service import RegistryService
     from mlflow import MlflowClient
+
+    from airflow_mlops.registry.service import RegistryService
 
     client = MlflowClient(tracking_uri=mlflow_srv.url)
     exp = client.get_experiment_by_name("ui-tests")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
+
 from airflow_mlops.ui import pages
 from airflow_mlops.ui.views import aliases_by_environment, lineage_from_tags, model_summary, version_view
 

@@ -191,10 +191,15 @@ class RegisterModelOperator(BaseOperator):
             evaluation=self.evaluation,
             checkpoint_manifest=manifest,
         )
-        import numpy as np
+        from airflow_mlops.datasets import read_table
 
-        rows = max(1, min(5, int((self.validation or {}).get("rows") or 5)))
-        example = np.zeros((rows, len(self.feature_columns)), dtype="float32")
+        # The input example is real: the first rows of the data the model was trained on.
+        data_uri = self.data_uri or (self.validation or {}).get("data_uri")
+        example = (
+            read_table(data_uri, self.storage_hook.storage_for(data_uri))
+            .head(5)[list(self.feature_columns)]
+            .to_numpy(dtype="float32")
+        )
         service = RegistryService(self.hook.client)
         self.hook.configure()
         source_key = f"{context['dag'].dag_id}/{context['run_id']}/{self.checkpoint_uri}"

@@ -9,7 +9,14 @@ import pandas as pd
 import pytest
 
 from airflow_mlops.drift.profile import ReferenceProfile, build_profile, profile_drift
-from airflow_mlops.drift.report import DriftConfig, DriftMode, default_method, detect_drift, is_drift, short_method
+from airflow_mlops.drift.report import (
+    DriftConfig,
+    DriftMode,
+    default_method,
+    detect_drift,
+    is_drift,
+    short_method,
+)
 from airflow_mlops.exceptions import DriftError, MlopsConfigurationError
 from airflow_mlops.hooks.storage import LocalStorage
 

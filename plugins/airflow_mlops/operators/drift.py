@@ -1,0 +1,331 @@
+"""Drift detection, performance monitoring with delayed labels, and the trigger policy as Airflow operators."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from functools import cached_property
+from typing import Any
+
+from airflow.sdk import BaseOperator, Context
+
+from airflow_mlops.hooks.mlflow import MlflowHook
+from airflow_mlops.hooks.storage_hook import StorageHook
+from airflow_mlops.operators.links import DRIFT_REPORT_URL_KEY, DriftReportLink, artifact_url, mlflow_ui_base
+
+PREDICTION_COLUMN = "prediction"
+
+
+def _load_model(hook: MlflowHook, model_uri: str) -> Any:
+    """A ``models:/`` or ``runs:/`` URI through MLflow; anything else is a committed checkpoint."""
+    if model_uri.startswith(("models:/", "runs:/")):
+        import mlflow.pytorch
+
+        hook.configure()
+        return mlflow.pytorch.load_model(model_uri, map_location="cpu")
+    from airflow_mlops.checkpoints import load_model
+
+    return load_model(model_uri)[0]
+
+
+class DriftDetectionOperator(BaseOperator):
+    """
+    Tests a current window against a reference window with Evidently's data drift preset, per column, and the
+    champion's predictions on both (prediction drift). The HTML report and the JSON summary go to MLflow; a
+    compact summary goes to XCom.
+
+    :param reference_uri: reference table, CSV or Parquet, local or s3:// (templated).
+    :param current_uri: current table (templated).
+    :param feature_columns: columns tested (and fed to the model, in this order).
+    :param drift_config: :class:`~airflow_mlops.drift.report.DriftConfig` fields (templated), e.g.
+        ``{"drift_share": 0.5, "mode": "sample", "sample_size": 100000}``.
+    :param model_uri: champion to score both windows with, ``models:/<name>@champion`` or a checkpoint URI
+        (templated); ``None`` tests no predictions.
+    :param profile_uri: where the reference profile is cached in ``profile`` mode (templated); it is built from
+        the reference on first use and reused while the reference's digest matches.
+    :param mlflow_run_id: run that receives ``drift/<task_id>/report.html`` and ``summary.json`` (templated).
+    :param mlflow_conn_id: connection of type ``mlflow``.
+    :param aws_conn_id: connection for s3:// paths; ``None`` reads the AWS environment.
+    """
+
+    template_fields: Sequence[str] = ("reference_uri", "current_uri", "drift_config", "model_uri", "profile_uri",
+                                      "mlflow_run_id")
+    template_fields_renderers = {"drift_config": "json"}
+    operator_extra_links = (DriftReportLink(),)
+    ui_color = "#fdf1e0"
+
+    def __init__(
+        self,
+        *,
+        reference_uri: str,
+        current_uri: str,
+        feature_columns: list[str],
+        drift_config: dict[str, Any] | None = None,
+        model_uri: str | None = None,
+        profile_uri: str | None = None,
+        mlflow_run_id: str | None = None,
+        mlflow_conn_id: str = MlflowHook.default_conn_name,
+        aws_conn_id: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.reference_uri = reference_uri
+        self.current_uri = current_uri
+        self.feature_columns = feature_columns
+        self.drift_config = drift_config
+        self.model_uri = model_uri
+        self.profile_uri = profile_uri
+        self.mlflow_run_id = mlflow_run_id
+        self.mlflow_conn_id = mlflow_conn_id
+        self.aws_conn_id = aws_conn_id
+
+    @cached_property
+    def hook(self) -> MlflowHook:
+        return MlflowHook(mlflow_conn_id=self.mlflow_conn_id)
+
+    @cached_property
+    def storage_hook(self) -> StorageHook:
+        return StorageHook(aws_conn_id=self.aws_conn_id)
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_mlops.datasets import digest_bytes, read_table
+        from airflow_mlops.drift.report import DriftConfig, DriftMode, detect_drift
+
+        options = dict(self.drift_config or {})
+        options.setdefault("columns", list(self.feature_columns))
+        if self.model_uri:
+            options["prediction_column"] = PREDICTION_COLUMN
+        config = DriftConfig.from_dict(options)
+        current = read_table(self.current_uri, self.storage_hook.storage_for(self.current_uri))
+        model = _load_model(self.hook, self.model_uri) if self.model_uri else None
+        profile, reference = None, None
+        if config.mode is DriftMode.PROFILE and self.profile_uri:
+            profile = self._cached_profile(config, model, digest_bytes, read_table)
+        else:
+            reference = read_table(self.reference_uri, self.storage_hook.storage_for(self.reference_uri))
+            if model is not None:
+                reference = self._with_predictions(model, reference)
+        if model is not None:
+            current = self._with_predictions(model, current)
+        result = detect_drift(reference, current, config, profile=profile)
+        summary = result.summary
+        compact = {**summary.compact(), "reference_uri": self.reference_uri, "current_uri": self.current_uri,
+                   "model_uri": self.model_uri}
+        self.log.info("Drift (%s mode): %d of %d columns drifted (share %.2f, threshold %.2f)%s; prediction drift %s; "
+                      "schema changed %s", summary.mode, len(summary.drifted_columns), len(summary.columns),
+                      summary.drift_share, summary.drift_share_threshold,
+                      f": {', '.join(summary.drifted_columns)}" if summary.drifted_columns else "",
+                      summary.prediction_drift, summary.schema.changed)
+        if self.mlflow_run_id:
+            compact["report_artifact"] = self._log_to_mlflow(context, result)
+        return compact
+
+    def _with_predictions(self, model: Any, df: Any) -> Any:
+        from airflow_mlops.registry.evaluation import predict_proba
+
+        missing = [c for c in self.feature_columns if c not in df.columns]
+        if missing:
+            # A schema change: the champion cannot score this window; the drift summary reports the change.
+            self.log.warning("Cannot score the window with the champion, columns missing: %s", missing)
+            return df.assign(**{PREDICTION_COLUMN: float("nan")})
+        x = df[self.feature_columns].to_numpy(dtype="float32")
+        return df.assign(**{PREDICTION_COLUMN: predict_proba(model, x)})
+
+    def _cached_profile(self, config: Any, model: Any, digest_bytes: Any, read_table: Any) -> Any:
+        from airflow_mlops.drift.profile import ReferenceProfile, build_profile
+
+        storage = self.storage_hook.storage_for(self.reference_uri)
+        digest = digest_bytes(storage.read_bytes(self.reference_uri)) + (f"|{self.model_uri}" if model else "")
+        cache = self.storage_hook.storage_for(self.profile_uri)
+        if cache.exists(self.profile_uri):
+            profile = ReferenceProfile.load(cache, self.profile_uri)
+            if profile.digest == digest:
+                self.log.info("Reference profile from %s", self.profile_uri)
+                return profile
+        reference = read_table(self.reference_uri, storage)
+        if model is not None:
+            reference = self._with_predictions(model, reference)
+        profile = build_profile(reference, config, digest=digest)
+        profile.save(cache, self.profile_uri)
+        self.log.info("Built the reference profile of %d rows into %s", profile.rows, self.profile_uri)
+        return profile
+
+    def _log_to_mlflow(self, context: Context, result: Any) -> str:
+        client = self.hook.client
+        run_id = str(self.mlflow_run_id)
+        folder = f"drift/{self.task_id}"
+        client.log_text(run_id, result.html, f"{folder}/report.html")
+        client.log_text(run_id, json.dumps(result.summary.to_dict(), indent=1), f"{folder}/summary.json")
+        if result.evidently_json:
+            client.log_text(run_id, result.evidently_json, f"{folder}/evidently.json")
+        client.log_metric(run_id, "drift.share", result.summary.drift_share)
+        if result.summary.prediction is not None:
+            client.log_metric(run_id, "drift.prediction_score", result.summary.prediction.score)
+        experiment_id = client.get_run(run_id).info.experiment_id
+        url = artifact_url(mlflow_ui_base(self.hook.settings), experiment_id, run_id, f"{folder}/report.html")
+        if url:
+            context["ti"].xcom_push(key=DRIFT_REPORT_URL_KEY, value=url)
+        return f"{folder}/report.html"
+
+
+class PerformanceMonitorOperator(BaseOperator):
+    """
+    Once the labels of a past window have arrived, scores the champion on it and records the drop against the
+    champion's own evaluation metric (the ``eval.<metric>`` tags written at registration).
+
+    :param labelled_uri: the past window with its labels (templated).
+    :param model_name: registered model (templated).
+    :param champion_alias: alias of the model being monitored.
+    :param feature_columns: model inputs, in order.
+    :param target_column: label column.
+    :param performance_config: :class:`~airflow_mlops.drift.performance.PerformanceConfig` fields (templated).
+    :param baseline: metrics to compare with (templated); default the champion version's ``eval.*`` tags.
+    :param mlflow_run_id: run that receives ``monitor.*`` metrics (templated).
+    :param mlflow_conn_id: connection of type ``mlflow``.
+    :param aws_conn_id: connection for s3:// paths; ``None`` reads the AWS environment.
+    """
+
+    template_fields: Sequence[str] = ("labelled_uri", "model_name", "performance_config", "baseline",
+                                      "mlflow_run_id")
+    ui_color = "#fdf1e0"
+
+    def __init__(
+        self,
+        *,
+        labelled_uri: str,
+        model_name: str,
+        feature_columns: list[str],
+        target_column: str,
+        champion_alias: str = "champion",
+        performance_config: dict[str, Any] | None = None,
+        baseline: dict[str, float] | None = None,
+        mlflow_run_id: str | None = None,
+        mlflow_conn_id: str = MlflowHook.default_conn_name,
+        aws_conn_id: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.labelled_uri = labelled_uri
+        self.model_name = model_name
+        self.feature_columns = feature_columns
+        self.target_column = target_column
+        self.champion_alias = champion_alias
+        self.performance_config = performance_config
+        self.baseline = baseline
+        self.mlflow_run_id = mlflow_run_id
+        self.mlflow_conn_id = mlflow_conn_id
+        self.aws_conn_id = aws_conn_id
+
+    @cached_property
+    def hook(self) -> MlflowHook:
+        return MlflowHook(mlflow_conn_id=self.mlflow_conn_id)
+
+    @cached_property
+    def storage_hook(self) -> StorageHook:
+        return StorageHook(aws_conn_id=self.aws_conn_id)
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_mlops.datasets import read_table
+        from airflow_mlops.drift.performance import PerformanceConfig, assess
+        from airflow_mlops.exceptions import DriftError, explain
+        from airflow_mlops.registry.evaluation import predict_proba
+        from airflow_mlops.registry.service import RegistryService
+
+        config = PerformanceConfig.from_dict(self.performance_config)
+        service = RegistryService(self.hook.client)
+        version = service.version_for_alias(self.model_name, self.champion_alias)
+        if version is None:
+            raise DriftError(explain(f"No {self.champion_alias!r} version of {self.model_name!r} to monitor",
+                                     expected="a promoted model", received=None,
+                                     hint="run train_pipeline first."))
+        df = read_table(self.labelled_uri, self.storage_hook.storage_for(self.labelled_uri))
+        model = _load_model(self.hook, f"models:/{self.model_name}@{self.champion_alias}")
+        prob = predict_proba(model, df[self.feature_columns].to_numpy(dtype="float32"))
+        baseline = dict(self.baseline) if self.baseline else service.version_metrics(version)
+        result = assess(df[self.target_column].to_numpy(), prob, baseline, config).to_dict()
+        result["champion_version"] = str(version.version)
+        result["labelled_uri"] = self.labelled_uri
+        if self.mlflow_run_id:
+            for key in ("value", "drop"):
+                if result.get(key) is not None:
+                    self.hook.client.log_metric(str(self.mlflow_run_id), f"monitor.{config.metric}.{key}",
+                                                float(result[key]))
+        self.log.info("Champion v%s on %s: %s (%s)", version.version, self.labelled_uri,
+                      "DEGRADED" if result["degraded"] else "ok", result["reason"])
+        return result
+
+
+class TriggerPolicyOperator(BaseOperator):
+    """
+    Folds one window's drift and performance signals into the persisted policy state and decides: nothing,
+    fine-tune the champion, or retrain from scratch. On a trigger the outlets (the drift Asset) receive an event
+    whose extra carries the decision and the summaries; otherwise the task is skipped and no event is emitted.
+
+    :param window_id: unique id of the window; a retried task decides the same again (templated).
+    :param window_end: end of the window, ISO date (templated); cooldown and budget are measured on it.
+    :param drift: the drift task's summary (templated).
+    :param performance: the performance task's result (templated), or ``None`` while labels are missing.
+    :param policy: :class:`~airflow_mlops.drift.policy.TriggerPolicy` fields (templated).
+    :param state_uri: JSON file of the policy state, local or s3:// (templated); survives restarts.
+    :param event_extra: more values for the asset event (templated), e.g. the window bounds to train on.
+    :param aws_conn_id: connection for s3:// paths; ``None`` reads the AWS environment.
+    """
+
+    template_fields: Sequence[str] = ("window_id", "window_end", "drift", "performance", "policy", "state_uri",
+                                      "event_extra")
+    ui_color = "#fbe3c4"
+
+    def __init__(
+        self,
+        *,
+        window_id: str,
+        window_end: str,
+        drift: Any,
+        state_uri: str,
+        performance: Any = None,
+        policy: dict[str, Any] | None = None,
+        event_extra: dict[str, Any] | None = None,
+        aws_conn_id: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.window_id = window_id
+        self.window_end = window_end
+        self.drift = drift
+        self.performance = performance
+        self.policy = policy
+        self.state_uri = state_uri
+        self.event_extra = event_extra
+        self.aws_conn_id = aws_conn_id
+
+    @cached_property
+    def storage_hook(self) -> StorageHook:
+        return StorageHook(aws_conn_id=self.aws_conn_id)
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_mlops.drift.policy import Observation, TriggerPolicy, decide, load_state, save_state
+
+        policy = TriggerPolicy.from_dict(self.policy)
+        drift = dict(self.drift or {})
+        performance = dict(self.performance or {})
+        signals = set(drift.get("signals") or ())
+        if performance.get("degraded"):
+            signals.add("performance_drop")
+        storage = self.storage_hook.storage_for(self.state_uri)
+        state = load_state(storage, self.state_uri)
+        decision = decide(policy, state, Observation(str(self.window_id), str(self.window_end), frozenset(signals)))
+        save_state(storage, self.state_uri, decision.state)
+        result = {**decision.to_dict(), "window_end": str(self.window_end), "drift": drift,
+                  "performance": performance, **dict(self.event_extra or {})}
+        self.log.info("Window %s: signals %s -> %s (%s)", self.window_id, sorted(signals) or "none",
+                      decision.action.value, decision.reason)
+        if not decision.triggered:
+            context["ti"].xcom_push(key="return_value", value=result)
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            # Skipped: a quiet window emits no asset event, so continual learning does not run for nothing.
+            raise AirflowSkipException(f"no training: {decision.reason}")
+        for outlet in self.outlets or []:
+            if hasattr(outlet, "uri"):
+                context["outlet_events"][outlet].extra = json.loads(json.dumps(result, default=str))
+        return result
