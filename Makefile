@@ -42,6 +42,10 @@ demo: install data $(AIRFLOW_HOME)/airflow.db
 	  | sed -E -e 's/ +\[(airflow|task)[^]]*\] +loc=.*$$//' -e 's/^[0-9T:.-]+Z +//' | cut -c1-220; \
 	  if [ $$rc -ne 0 ]; then tail -40 $(AIRFLOW_HOME)/demo.log; exit $$rc; fi
 	$(PY) include/scripts/demo_summary.py
+	@echo "== Continual learning: drift_monitor quarter by quarter, continual_learning when the policy triggers"
+	$(PY) include/scripts/continual_demo.py --start $(or $(DEMO_FROM),1981-01-01) --quarters $(or $(DEMO_QUARTERS),10) \
+	  > $(AIRFLOW_HOME)/continual-demo.log 2>&1 || (tail -60 $(AIRFLOW_HOME)/continual-demo.log; exit 1)
+	@grep -vE "^\[?[0-9]{4}-[0-9]{2}-[0-9]{2}[T ]|^ |^Traceback|^$$" $(AIRFLOW_HOME)/continual-demo.log | grep -E "^[0-9]{4}-[0-9]{2}\.\.|^\||^Policy" || true
 
 test: install
 	$(PY) -m pytest

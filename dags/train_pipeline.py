@@ -72,9 +72,9 @@ with DAG(
     params={
         "source_uri": Param(SOURCE_URI, type="string", title="Source table",
                             description="CSV or Parquet table (local path or s3:// URI) with a 'date' column."),
-        "window_start": Param("1949-01-01", type="string", format="date", title="Data window start",
+        "window_start": Param("1976-01-01", type="string", format="date", title="Data window start",
                               description="First day of training data (inclusive)."),
-        "window_end": Param("1958-12-31", type="string", format="date", title="Data window end",
+        "window_end": Param("1980-12-31", type="string", format="date", title="Data window end",
                             description="Last day of training data (inclusive)."),
         "epochs": Param(4, type="integer", minimum=1, maximum=200, title="Epochs"),
         "processes": Param(2, type="integer", minimum=1, maximum=64, title="Processes per node",

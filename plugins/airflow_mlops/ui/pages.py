@@ -32,6 +32,14 @@ def _value(value: Any) -> str:
     return escape(str(value))
 
 
+def _metric(value: str) -> str:
+    """Metrics are stored as tag strings; show numbers to four significant digits, anything else as it is."""
+    try:
+        return f"{float(value):.4g}"
+    except ValueError:
+        return value
+
+
 def _document(title: str, body: str) -> str:
     return (
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
@@ -102,7 +110,7 @@ def model_page(model: dict[str, Any], history: list[dict[str, Any]], base: str,
     body.append("<h2>Versions</h2><table class=\"versions\"><tr><th>version</th><th>aliases</th><th>status</th>"
                 "<th>created</th><th>metrics</th><th>gate</th><th>parent</th><th>MLflow</th></tr>")
     for v in model["versions"]:
-        metrics = ", ".join(f"{escape(k)}={escape(val)}" for k, val in v["metrics"].items())
+        metrics = ", ".join(f"{escape(k)}={escape(_metric(val))}" for k, val in v["metrics"].items())
         gate = escape(v["gate"].get("decision", ""))
         link = mlflow_version_url(name, v["version"]) if mlflow_version_url else None
         body.append(
