@@ -14,7 +14,7 @@ export AIRFLOW_CONN_MLFLOW_DEFAULT ?= {"conn_type": "mlflow", "extra": {"trackin
 export PATH := $(VENV)/bin:$(PATH)
 export GIT_PYTHON_REFRESH := quiet
 
-.PHONY: demo test test-all bench up down lint data install clean
+.PHONY: demo test test-all bench evaluate up down lint data install clean
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -58,6 +58,9 @@ up: install data $(AIRFLOW_HOME)/airflow.db
 
 down:
 	$(PY) include/scripts/stack.py down
+
+evaluate: install data
+	$(PY) benchmarks/evaluate_policies.py --out benchmarks/results/policies.json
 
 lint: install
 	$(PY) -m ruff check plugins dags tests benchmarks include

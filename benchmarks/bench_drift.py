@@ -78,7 +78,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="100,000 rows per window, fewer repeats")
     parser.add_argument("--rows", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=None)
-    parser.add_argument("--sample-size", type=int, default=50_000)
+    parser.add_argument("--sample-size", type=int, default=20_000)
     args = parser.parse_args()
     rows = args.rows or (100_000 if args.quick else 1_000_000)
     repeats = args.repeats or 3
