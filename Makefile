@@ -21,6 +21,9 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt -c constraints.txt
 	$(PY) -m pip install -q --no-deps -e .
+	# The build leaves plugins/airflow_mlops.egg-info; plugins/ is on sys.path in Airflow, so the package would be
+	# found twice and its plugin entry point registered twice. The installed dist-info is the one that counts.
+	rm -rf plugins/*.egg-info
 	$(PY) -c "import torch, mlflow, great_expectations, evidently, airflow, pandas; print('dependencies import: ok')"
 	touch $(STAMP)
 

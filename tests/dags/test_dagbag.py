@@ -64,3 +64,14 @@ def test_probe_detects_a_heavy_import(tmp_path):
     code = _PROBE.format(heavy=set(HEAVY))
     out = subprocess.run([sys.executable, "-c", code, str(bad)], capture_output=True, text=True, check=True)
     assert "torch" in json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_plugin_registers_once_without_import_errors():
+    code = (
+        "from airflow.plugins_manager import _get_plugins; import json; p, e = _get_plugins(); "
+        "print(json.dumps({'names': [x.name for x in p], 'errors': e}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["errors"] == {}
+    assert result["names"].count("airflow_mlops") == 1
