@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+
 from airflow_mlops.checkpoints import CheckpointManager
 from airflow_mlops.checkpoints.state import MODEL_FILE, TRAINER_FILE
 from airflow_mlops.hooks.storage import S3Storage

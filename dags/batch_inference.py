@@ -2,31 +2,19 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pendulum
-from airflow.sdk import DAG, Asset, Param, chain
+from airflow.sdk import DAG, Param, chain
 
 from airflow_mlops.operators.data import PrepareWindowOperator
 from airflow_mlops.operators.inference import BatchInferenceOperator
-
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-DATA_DIR = os.environ.get("MLOPS_DATA_DIR", str(PROJECT_ROOT / "data"))
-SOURCE_URI = f"{DATA_DIR}/rainfall/rainfall.parquet"
-MODEL_NAME = "rainfall"
-FEATURES = [
-    "temperature",
-    "dew_point",
-    "sea_level_pressure",
-    "visibility",
-    "average_wind_speed",
-    "max_sustained_wind_speed",
-    "minimum_temperature",
-    "maximum_temperature",
-]
-PRODUCTION_ASSET = Asset("mlops://models/rainfall/production", extra={"model": MODEL_NAME, "alias": "production"})
-PREDICTIONS_ASSET = Asset("mlops://predictions/rainfall")
+from airflow_mlops.reference.rainfall import (
+    DATA_DIR,
+    FEATURES,
+    MODEL_NAME,
+    PREDICTIONS_ASSET,
+    PRODUCTION_ASSET,
+    SOURCE_URI,
+)
 
 DOC = """
 ### batch_inference

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pendulum
-from airflow.sdk import DAG, Asset, Param, chain, task
+from airflow.sdk import DAG, Param, chain, task
 
 from airflow_mlops.operators.data import PrepareWindowOperator
 from airflow_mlops.operators.registry import (
@@ -17,26 +14,19 @@ from airflow_mlops.operators.registry import (
 from airflow_mlops.operators.tracking import StartMlflowRunOperator
 from airflow_mlops.operators.training import DistributedTrainingOperator
 from airflow_mlops.operators.validation import DataValidationOperator
+from airflow_mlops.reference.rainfall import (
+    DATA_DIR,
+    DRIFT_ASSET,
+    EXPERIMENT,
+    FEATURES,
+    MODEL_KWARGS,
+    MODEL_NAME,
+    PRODUCTION_ASSET,
+    SOURCE_URI,
+    SUITE_PATH,
+    TARGET,
+)
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-DATA_DIR = os.environ.get("MLOPS_DATA_DIR", str(PROJECT_ROOT / "data"))
-SOURCE_URI = f"{DATA_DIR}/rainfall/rainfall.parquet"
-SUITE_PATH = str(PROJECT_ROOT / "include" / "expectations" / "rainfall.json")
-MODEL_NAME = "rainfall"
-EXPERIMENT = "rainfall"
-TARGET = "rain"
-FEATURES = [
-    "temperature",
-    "dew_point",
-    "sea_level_pressure",
-    "visibility",
-    "average_wind_speed",
-    "max_sustained_wind_speed",
-    "minimum_temperature",
-    "maximum_temperature",
-]
-DRIFT_ASSET = Asset("mlops://drift/rainfall", extra={"model": MODEL_NAME})
-PRODUCTION_ASSET = Asset("mlops://models/rainfall/production", extra={"model": MODEL_NAME, "alias": "production"})
 REQUEST = "{{ ti.xcom_pull(task_ids='resolve_request') }}"
 
 DOC = """
@@ -169,7 +159,7 @@ with DAG(
         eval_uri=window.output["holdout_uri"],
         target_column=TARGET,
         feature_columns=FEATURES,
-        model_kwargs={"in_features": len(FEATURES), "hidden_sizes": [64, 32]},
+        model_kwargs=MODEL_KWARGS,
         init_checkpoint_uri="{{ ti.xcom_pull(task_ids='resolve_request')['init_checkpoint_uri'] }}",
         epochs="{{ params.epochs }}",
         learning_rate="{{ params.learning_rate }}",
@@ -205,7 +195,7 @@ with DAG(
             "epochs": "{{ params.epochs }}",
             "learning_rate": "{{ params.learning_rate }}",
             "replay_rows": "{{ params.replay_rows }}",
-            "model_kwargs": {"in_features": len(FEATURES), "hidden_sizes": [64, 32]},
+            "model_kwargs": MODEL_KWARGS,
             "window": ["{{ ti.xcom_pull(task_ids='resolve_request')['train_start'] }}",
                        "{{ ti.xcom_pull(task_ids='resolve_request')['train_end'] }}"],
         },

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pendulum
-from airflow.sdk import DAG, Asset, Param, chain
+from airflow.sdk import DAG, Param, chain
 
 from airflow_mlops.operators.data import PrepareWindowOperator
 from airflow_mlops.operators.drift import (
@@ -16,26 +13,18 @@ from airflow_mlops.operators.drift import (
 )
 from airflow_mlops.operators.tracking import StartMlflowRunOperator
 from airflow_mlops.operators.validation import DataValidationOperator
+from airflow_mlops.reference.rainfall import (
+    DATA_DIR,
+    DRIFT_ASSET,
+    FEATURES,
+    MODEL_NAME,
+    SOURCE_URI,
+    SUITE_PATH,
+    TARGET,
+)
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-DATA_DIR = os.environ.get("MLOPS_DATA_DIR", str(PROJECT_ROOT / "data"))
-SOURCE_URI = f"{DATA_DIR}/rainfall/rainfall.parquet"
-SUITE_PATH = str(PROJECT_ROOT / "include" / "expectations" / "rainfall.json")
 STATE_URI = f"{DATA_DIR}/drift/policy_state.json"
-MODEL_NAME = "rainfall"
-EXPERIMENT = "rainfall-monitoring"
-TARGET = "rain"
-FEATURES = [
-    "temperature",
-    "dew_point",
-    "sea_level_pressure",
-    "visibility",
-    "average_wind_speed",
-    "max_sustained_wind_speed",
-    "minimum_temperature",
-    "maximum_temperature",
-]
-DRIFT_ASSET = Asset("mlops://drift/rainfall", extra={"model": MODEL_NAME})
+MONITORING_EXPERIMENT = "rainfall-monitoring"
 # Settings measured on the development windows 1954-1969 (benchmarks/evaluate_policies.py, README): quarterly
 # AUC of a frozen model moves by about 0.05, so a 0.10 drop is a signal; seasonal features drift in most windows.
 POLICY = {
@@ -94,7 +83,7 @@ with DAG(
         "state_uri": Param(STATE_URI, type="string", title="Policy state file"),
     },
 ) as dag:
-    start_run = StartMlflowRunOperator(task_id="start_mlflow_run", experiment_name=EXPERIMENT)
+    start_run = StartMlflowRunOperator(task_id="start_mlflow_run", experiment_name=MONITORING_EXPERIMENT)
     reference = PrepareWindowOperator(
         task_id="prepare_reference",
         source_uri="{{ params.source_uri }}",

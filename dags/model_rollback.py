@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import DAG, Asset, Param
+from airflow.sdk import DAG, Param
 
 from airflow_mlops.operators.registry import RollbackModelOperator
-
-MODEL_NAME = "rainfall"
-PRODUCTION_ASSET = Asset("mlops://models/rainfall/production", extra={"model": MODEL_NAME, "alias": "production"})
+from airflow_mlops.reference.rainfall import MODEL_NAME, PRODUCTION_ASSET
 
 DOC = """
 ### model_rollback

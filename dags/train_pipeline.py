@@ -2,39 +2,33 @@
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
-from pathlib import Path
 
 import pendulum
 from airflow.providers.standard.operators.hitl import ApprovalOperator
-from airflow.sdk import DAG, Asset, Param, chain, task
+from airflow.sdk import DAG, Param, chain, task
 
 from airflow_mlops.operators.data import PrepareWindowOperator
-from airflow_mlops.operators.registry import EvaluateModelOperator, PromoteModelOperator, RegisterModelOperator
+from airflow_mlops.operators.registry import (
+    EvaluateModelOperator,
+    PromoteModelOperator,
+    RegisterModelOperator,
+)
 from airflow_mlops.operators.tracking import StartMlflowRunOperator
 from airflow_mlops.operators.training import DistributedTrainingOperator
 from airflow_mlops.operators.validation import DataValidationOperator
-
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-DATA_DIR = os.environ.get("MLOPS_DATA_DIR", str(PROJECT_ROOT / "data"))
-SOURCE_URI = f"{DATA_DIR}/rainfall/rainfall.parquet"
-SUITE_PATH = str(PROJECT_ROOT / "include" / "expectations" / "rainfall.json")
-MODEL_NAME = "rainfall"
-EXPERIMENT = "rainfall"
-TARGET = "rain"
-FEATURES = [
-    "temperature",
-    "dew_point",
-    "sea_level_pressure",
-    "visibility",
-    "average_wind_speed",
-    "max_sustained_wind_speed",
-    "minimum_temperature",
-    "maximum_temperature",
-]
-STAGING_ASSET = Asset("mlops://models/rainfall/staging", extra={"model": MODEL_NAME, "alias": "staging"})
-PRODUCTION_ASSET = Asset("mlops://models/rainfall/production", extra={"model": MODEL_NAME, "alias": "production"})
+from airflow_mlops.reference.rainfall import (
+    DATA_DIR,
+    EXPERIMENT,
+    FEATURES,
+    MODEL_KWARGS,
+    MODEL_NAME,
+    PRODUCTION_ASSET,
+    SOURCE_URI,
+    STAGING_ASSET,
+    SUITE_PATH,
+    TARGET,
+)
 
 DOC = """
 ### train_pipeline
@@ -126,7 +120,7 @@ with DAG(
         eval_uri=window.output["holdout_uri"],
         target_column=TARGET,
         feature_columns=FEATURES,
-        model_kwargs={"in_features": len(FEATURES), "hidden_sizes": [64, 32]},
+        model_kwargs=MODEL_KWARGS,
         strategy="{{ params.strategy }}",
         epochs="{{ params.epochs }}",
         nproc_per_node="{{ params.processes }}",
@@ -164,7 +158,7 @@ with DAG(
             "strategy": "{{ params.strategy }}",
             "learning_rate": "{{ params.learning_rate }}",
             "batch_size": "{{ params.batch_size }}",
-            "model_kwargs": {"in_features": len(FEATURES), "hidden_sizes": [64, 32]},
+            "model_kwargs": MODEL_KWARGS,
             "window": ["{{ params.window_start }}", "{{ params.window_end }}"],
         },
         multiple_outputs=True,

@@ -7,6 +7,7 @@ import uuid
 
 import numpy as np
 import pytest
+
 from airflow_mlops.exceptions import LineageIncompleteError, RegistryError
 from airflow_mlops.lineage import LineageRecord
 from airflow_mlops.registry.service import RegistryService

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+
 from airflow_mlops.exceptions import StorageError
 from airflow_mlops.hooks.storage import LocalStorage, S3Storage, Storage, get_storage
 

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+
 from airflow_mlops.checkpoints import CheckpointManager, load_model, read_manifest
 from airflow_mlops.checkpoints.manifest import MANIFEST_NAME
 from airflow_mlops.checkpoints.state import MODEL_FILE

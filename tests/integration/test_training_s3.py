@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from airflow_mlops.checkpoints import CheckpointManager, load_model, read_manifest
 from airflow_mlops.checkpoints.manifest import MANIFEST_NAME
 from airflow_mlops.training.config import CheckpointPolicy

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from airflow_mlops.operators.links import DATA_DOCS_URL_KEY
 from airflow_mlops.operators.validation import DataValidationOperator
 from airflow_mlops.validation import ExpectationsFailedError

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from airflow_mlops.hooks.storage import S3Storage
 from airflow_mlops.operators.validation import DataValidationOperator
 from airflow_mlops.validation import (

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 from airflow_mlops.exceptions import MlopsConfigurationError, explain
 
 
-class Mode(str, Enum):
+class Mode(StrEnum):
     MAX = "max"
     MIN = "min"
 
 
-class FirstModelPolicy(str, Enum):
+class FirstModelPolicy(StrEnum):
     """What to do when there is no champion yet."""
 
     PROMOTE_IF_THRESHOLDS = "promote_if_thresholds"

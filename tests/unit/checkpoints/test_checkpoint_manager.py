@@ -8,6 +8,7 @@ import os
 
 import pytest
 import torch
+
 from airflow_mlops.checkpoints import CheckpointManager, load_model, read_manifest
 from airflow_mlops.checkpoints.manager import BackgroundSaver, verify_files
 from airflow_mlops.checkpoints.manifest import MANIFEST_NAME, parse_step_dirname, step_dirname

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+
 from airflow_mlops.checkpoints.retention import CheckpointRecord, best_record, is_due, plan_retention
 from airflow_mlops.training.config import CheckpointPolicy
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from airflow_mlops.exceptions import MlopsConfigurationError
 from airflow_mlops.training.config import (
     CheckpointPolicy,

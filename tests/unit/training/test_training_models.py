@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from airflow_mlops.exceptions import MlopsConfigurationError
 from airflow_mlops.training.models import build_model, resolve_factory, tabular_mlp
 

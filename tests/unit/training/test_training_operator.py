@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
+
 from airflow_mlops.exceptions import MlopsConfigurationError
 from airflow_mlops.operators.training import DistributedTrainingOperator, default_checkpoint_dir
 from airflow_mlops.training.config import Strategy, Task

@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from mlops_bad_inputs import KINDS, make
+
 from airflow_mlops.exceptions import DataValidationError, MlopsConfigurationError
 from airflow_mlops.validation import (
     REASON_FILE,
@@ -19,7 +21,6 @@ from airflow_mlops.validation import (
     ValidationService,
     suite_from_feature_spec,
 )
-from mlops_bad_inputs import KINDS, make
 
 E = ExpectationsFailedError
 #: kind -> (error type, words the message must hold, is a copy expected in quarantine)

@@ -8,6 +8,7 @@ import os
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+
 from airflow_mlops.hooks.storage import LocalStorage
 from airflow_mlops.validation import (
     REASON_FILE,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from airflow_mlops.operators.links import DATA_DOCS_URL_KEY, DataDocsLink
 from airflow_mlops.operators.validation import DataValidationOperator
 from airflow_mlops.validation import ExpectationsFailedError, PathOutsideRootError

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+
 from airflow_mlops.exceptions import DataValidationError, MlopsConfigurationError
 from airflow_mlops.validation import (
     REASON_FILE,

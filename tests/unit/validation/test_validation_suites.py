@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from airflow_mlops.exceptions import MlopsConfigurationError
 from airflow_mlops.validation.errors import SuiteError
 from airflow_mlops.validation.suites import (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from airflow_mlops.validation.summary import (
     Severity,
     expectation_key,

@@ -1,0 +1,1 @@
+"""Settings of the reference DAGs shipped with the project (dags/)."""
