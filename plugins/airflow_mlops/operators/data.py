@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import cached_property
 from typing import Any
 
 from airflow.sdk import BaseOperator, Context
 
-from airflow_mlops.hooks.storage_hook import StorageHook
+from airflow_mlops.operators.base import HooksMixin
 
 
-class PrepareWindowOperator(BaseOperator):
+class PrepareWindowOperator(HooksMixin, BaseOperator):
     """
     Cuts a time window out of a source table into a training file and a deterministic holdout file.
 
@@ -55,10 +54,6 @@ class PrepareWindowOperator(BaseOperator):
         self.min_rows = min_rows
         self.fmt = fmt
         self.aws_conn_id = aws_conn_id
-
-    @cached_property
-    def storage_hook(self) -> StorageHook:
-        return StorageHook(aws_conn_id=self.aws_conn_id)
 
     def execute(self, context: Context) -> dict:
         from airflow_mlops.datasets import WindowSpec, cut_window

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from functools import cached_property
 from typing import Any
 
 from airflow.sdk import BaseOperator, Context
 
 from airflow_mlops.hooks.mlflow import MlflowHook
-from airflow_mlops.hooks.storage_hook import StorageHook
+from airflow_mlops.operators.base import HooksMixin
 from airflow_mlops.operators.links import DRIFT_REPORT_URL_KEY, DriftReportLink, artifact_url, mlflow_ui_base
 
 PREDICTION_COLUMN = "prediction"
@@ -28,7 +27,7 @@ def _load_model(hook: MlflowHook, model_uri: str) -> Any:
     return load_model(model_uri)[0]
 
 
-class DriftDetectionOperator(BaseOperator):
+class DriftDetectionOperator(HooksMixin, BaseOperator):
     """
     Tests a current window against a reference window with Evidently's data drift preset, per column, and the
     champion's predictions on both (prediction drift). The HTML report and the JSON summary go to MLflow; a
@@ -78,14 +77,6 @@ class DriftDetectionOperator(BaseOperator):
         self.mlflow_run_id = mlflow_run_id
         self.mlflow_conn_id = mlflow_conn_id
         self.aws_conn_id = aws_conn_id
-
-    @cached_property
-    def hook(self) -> MlflowHook:
-        return MlflowHook(mlflow_conn_id=self.mlflow_conn_id)
-
-    @cached_property
-    def storage_hook(self) -> StorageHook:
-        return StorageHook(aws_conn_id=self.aws_conn_id)
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_mlops.datasets import digest_bytes, read_table
@@ -168,7 +159,7 @@ class DriftDetectionOperator(BaseOperator):
         return f"{folder}/report.html"
 
 
-class PerformanceMonitorOperator(BaseOperator):
+class PerformanceMonitorOperator(HooksMixin, BaseOperator):
     """
     Once the labels of a past window have arrived, scores the champion on it and records the drop against the
     champion's own evaluation metric (the ``eval.<metric>`` tags written at registration).
@@ -216,14 +207,6 @@ class PerformanceMonitorOperator(BaseOperator):
         self.mlflow_conn_id = mlflow_conn_id
         self.aws_conn_id = aws_conn_id
 
-    @cached_property
-    def hook(self) -> MlflowHook:
-        return MlflowHook(mlflow_conn_id=self.mlflow_conn_id)
-
-    @cached_property
-    def storage_hook(self) -> StorageHook:
-        return StorageHook(aws_conn_id=self.aws_conn_id)
-
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_mlops.datasets import read_table
         from airflow_mlops.drift.performance import PerformanceConfig, assess
@@ -255,7 +238,7 @@ class PerformanceMonitorOperator(BaseOperator):
         return result
 
 
-class TriggerPolicyOperator(BaseOperator):
+class TriggerPolicyOperator(HooksMixin, BaseOperator):
     """
     Folds one window's drift and performance signals into the persisted policy state and decides: nothing,
     fine-tune the champion, or retrain from scratch. On a trigger the outlets (the drift Asset) receive an event
@@ -297,10 +280,6 @@ class TriggerPolicyOperator(BaseOperator):
         self.state_uri = state_uri
         self.event_extra = event_extra
         self.aws_conn_id = aws_conn_id
-
-    @cached_property
-    def storage_hook(self) -> StorageHook:
-        return StorageHook(aws_conn_id=self.aws_conn_id)
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_mlops.drift.policy import Observation, TriggerPolicy, decide, load_state, save_state

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import cached_property
 from typing import Any
 
 from airflow.sdk import BaseOperator, Context
 
 from airflow_mlops.hooks.mlflow import MlflowHook
-from airflow_mlops.hooks.storage_hook import StorageHook
+from airflow_mlops.operators.base import HooksMixin
 
 
-class BatchInferenceOperator(BaseOperator):
+class BatchInferenceOperator(HooksMixin, BaseOperator):
     """
     Scores a table with ``models:/<model_name>@<alias>`` and writes the predictions with the version that made them.
 
@@ -50,14 +49,6 @@ class BatchInferenceOperator(BaseOperator):
         self.passthrough_columns = passthrough_columns
         self.mlflow_conn_id = mlflow_conn_id
         self.aws_conn_id = aws_conn_id
-
-    @cached_property
-    def hook(self) -> MlflowHook:
-        return MlflowHook(mlflow_conn_id=self.mlflow_conn_id)
-
-    @cached_property
-    def storage_hook(self) -> StorageHook:
-        return StorageHook(aws_conn_id=self.aws_conn_id)
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_mlops.datasets import read_table, write_table

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import cached_property
 from typing import Any
 
 from airflow.sdk import BaseOperator, Context
 
 from airflow_mlops.hooks.mlflow import MlflowHook
-from airflow_mlops.hooks.storage_hook import StorageHook
+from airflow_mlops.operators.base import HooksMixin
 from airflow_mlops.operators.links import (
     MODEL_VERSION_URL_KEY,
     MlflowModelVersionLink,
@@ -18,7 +17,7 @@ from airflow_mlops.operators.links import (
 )
 
 
-class EvaluateModelOperator(BaseOperator):
+class EvaluateModelOperator(HooksMixin, BaseOperator):
     """
     Scores the trained model and the current champion on the same frozen evaluation set.
 
@@ -60,14 +59,6 @@ class EvaluateModelOperator(BaseOperator):
         self.mlflow_conn_id = mlflow_conn_id
         self.aws_conn_id = aws_conn_id
 
-    @cached_property
-    def hook(self) -> MlflowHook:
-        return MlflowHook(mlflow_conn_id=self.mlflow_conn_id)
-
-    @cached_property
-    def storage_hook(self) -> StorageHook:
-        return StorageHook(aws_conn_id=self.aws_conn_id)
-
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_mlops.checkpoints import load_model
         from airflow_mlops.datasets import digest_bytes, read_table
@@ -104,7 +95,7 @@ class EvaluateModelOperator(BaseOperator):
         return result
 
 
-class RegisterModelOperator(BaseOperator):
+class RegisterModelOperator(HooksMixin, BaseOperator):
     """
     Logs the trained model (PyTorch flavour) and registers a version with its complete lineage.
 
@@ -160,14 +151,6 @@ class RegisterModelOperator(BaseOperator):
         self.parent_version = parent_version
         self.mlflow_conn_id = mlflow_conn_id
         self.aws_conn_id = aws_conn_id
-
-    @cached_property
-    def hook(self) -> MlflowHook:
-        return MlflowHook(mlflow_conn_id=self.mlflow_conn_id)
-
-    @cached_property
-    def storage_hook(self) -> StorageHook:
-        return StorageHook(aws_conn_id=self.aws_conn_id)
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_mlops.checkpoints import load_model
@@ -225,7 +208,7 @@ class RegisterModelOperator(BaseOperator):
         }
 
 
-class PromoteModelOperator(BaseOperator):
+class PromoteModelOperator(HooksMixin, BaseOperator):
     """
     Applies the promotion gate and, when it passes, points the given aliases at the version.
 
@@ -272,10 +255,6 @@ class PromoteModelOperator(BaseOperator):
         self.champion_alias = champion_alias
         self.fail_on_reject = fail_on_reject
         self.mlflow_conn_id = mlflow_conn_id
-
-    @cached_property
-    def hook(self) -> MlflowHook:
-        return MlflowHook(mlflow_conn_id=self.mlflow_conn_id)
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_mlops.exceptions import MlopsConfigurationError, PromotionRejectedError, explain
@@ -350,7 +329,7 @@ class PromoteModelOperator(BaseOperator):
         return result
 
 
-class RollbackModelOperator(BaseOperator):
+class RollbackModelOperator(HooksMixin, BaseOperator):
     """
     Puts an alias back on its previous version in one step (from the recorded alias history).
 
@@ -383,10 +362,6 @@ class RollbackModelOperator(BaseOperator):
         self.also_aliases = also_aliases
         self.reason = reason
         self.mlflow_conn_id = mlflow_conn_id
-
-    @cached_property
-    def hook(self) -> MlflowHook:
-        return MlflowHook(mlflow_conn_id=self.mlflow_conn_id)
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_mlops.registry.service import RegistryService

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import cached_property
 from typing import Any
 
 from airflow.sdk import BaseOperator, Context
 
 from airflow_mlops.hooks.mlflow import MlflowHook
+from airflow_mlops.operators.base import HooksMixin
 from airflow_mlops.operators.links import RUN_URL_KEY, MlflowRunLink, mlflow_ui_base, run_url
 
 
-class StartMlflowRunOperator(BaseOperator):
+class StartMlflowRunOperator(HooksMixin, BaseOperator):
     """
     Finds or creates the MLflow run of this DAG run and returns its id; a retry finds the same run.
 
@@ -39,10 +39,6 @@ class StartMlflowRunOperator(BaseOperator):
         self.run_name = run_name
         self.params_to_log = params_to_log
         self.mlflow_conn_id = mlflow_conn_id
-
-    @cached_property
-    def hook(self) -> MlflowHook:
-        return MlflowHook(mlflow_conn_id=self.mlflow_conn_id)
 
     def execute(self, context: Context) -> str:
         from airflow_mlops.hooks.mlflow import dag_run_key, get_or_create_run

@@ -6,14 +6,12 @@ import os
 import re
 import tempfile
 from collections.abc import Sequence
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, Context
 
-from airflow_mlops.hooks.mlflow import MlflowHook
 from airflow_mlops.hooks.storage import join
-from airflow_mlops.hooks.storage_hook import StorageHook
+from airflow_mlops.operators.base import HooksMixin
 from airflow_mlops.operators.links import RUN_URL_KEY, MlflowRunLink, mlflow_ui_base, run_url
 from airflow_mlops.training.config import (
     DEFAULT_MODEL_FACTORY,
@@ -44,7 +42,7 @@ def default_checkpoint_dir(base: str, dag_id: str, run_id: str, task_id: str, ma
     return join(base, _path_part(dag_id), _path_part(run_id), _path_part(task))
 
 
-class DistributedTrainingOperator(BaseOperator):
+class DistributedTrainingOperator(HooksMixin, BaseOperator):
     """
     Trains a PyTorch model with torchrun (DDP or FSDP) on this worker; a retry resumes from the run's last
     committed checkpoint. Returns the training result (checkpoint URIs, metrics, throughput) for XCom.
@@ -162,14 +160,6 @@ class DistributedTrainingOperator(BaseOperator):
         self.pythonpath = pythonpath
         self.timeout_s = timeout_s
         self._launcher: TorchrunLauncher | None = None
-
-    @cached_property
-    def mlflow_hook(self) -> MlflowHook:
-        return MlflowHook(mlflow_conn_id=self.mlflow_conn_id or MlflowHook.default_conn_name)
-
-    @cached_property
-    def storage_hook(self) -> StorageHook:
-        return StorageHook(aws_conn_id=self.aws_conn_id)
 
     def _checkpoint_dir(self, context: Context) -> str:
         if self.checkpoint_dir:

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import cached_property
 from typing import Any
 
 from airflow.sdk import BaseOperator, Context
 
-from airflow_mlops.hooks.mlflow import MlflowHook
-from airflow_mlops.hooks.storage_hook import StorageHook
+from airflow_mlops.operators.base import HooksMixin
 from airflow_mlops.operators.links import DATA_DOCS_URL_KEY, DataDocsLink, artifact_url, mlflow_ui_base
 
 
-class DataValidationOperator(BaseOperator):
+class DataValidationOperator(HooksMixin, BaseOperator):
     """
     Validates one data batch (CSV or Parquet, local or s3://) against an expectation suite kept as JSON.
 
@@ -76,14 +74,6 @@ class DataValidationOperator(BaseOperator):
         self.mlflow_run_id = mlflow_run_id
         self.artifact_dir = artifact_dir
         self.aws_conn_id = aws_conn_id
-
-    @cached_property
-    def storage_hook(self) -> StorageHook:
-        return StorageHook(aws_conn_id=self.aws_conn_id)
-
-    @cached_property
-    def mlflow_hook(self) -> MlflowHook:
-        return MlflowHook(mlflow_conn_id=self.mlflow_conn_id or MlflowHook.default_conn_name)
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_mlops.validation.service import ValidationConfig, ValidationService
