@@ -26,7 +26,7 @@ os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 os.environ.setdefault("TQDM_DISABLE", "1")
 
-from mlops_testkit.servers import MlflowServer, S3Server, mlflow_server, s3_server  # noqa: E402
+from mlops_testkit.servers import MlflowServer, S3Server, s3_server, serving_mlflow  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -53,18 +53,16 @@ def rainfall_source() -> str:
 
 @pytest.fixture(scope="session")
 def mlflow_srv(tmp_path_factory: pytest.TempPathFactory) -> MlflowServer:
-    """A real `mlflow server` on 127.0.0.1 for the whole session; the `mlflow_default` connection points at it."""
-    with mlflow_server(tmp_path_factory.mktemp("mlflow")) as srv:
-        saved = {k: os.environ.get(k) for k in srv.env()}
-        os.environ.update(srv.env())
-        try:
-            yield srv
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+    """One `mlflow server` for the whole session (tests that do not depend on what others registered)."""
+    with serving_mlflow(tmp_path_factory.mktemp("mlflow")) as srv:
+        yield srv
+
+
+@pytest.fixture
+def mlflow_fresh(tmp_path_factory: pytest.TempPathFactory) -> MlflowServer:
+    """An empty `mlflow server` for one test: its champion and aliases start from nothing, whatever ran before."""
+    with serving_mlflow(tmp_path_factory.mktemp("mlflow-fresh")) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="session")

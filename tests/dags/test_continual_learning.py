@@ -53,11 +53,11 @@ def _drift_events() -> list[dict]:
                 .order_by(AssetEvent.id)]
 
 
-def test_shifted_window_fine_tunes_the_champion_and_a_quiet_one_does_not(airflow_db, mlflow_srv, rainfall_source,
+def test_shifted_window_fine_tunes_the_champion_and_a_quiet_one_does_not(airflow_db, mlflow_fresh, rainfall_source,
                                                                          tmp_path):
     from mlflow import MlflowClient
 
-    client = MlflowClient(mlflow_srv.url)
+    client = MlflowClient(mlflow_fresh.url)
     dr = _dag("train_pipeline").test(run_conf=TRAIN)
     assert str(dr.state) == "success", _states(dr)
     champion = client.get_model_version_by_alias("rainfall", "champion")

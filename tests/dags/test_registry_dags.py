@@ -24,12 +24,12 @@ def _states(dr) -> dict[str, str]:
     return {ti.task_id: str(ti.state) for ti in dr.get_task_instances()}
 
 
-def test_rollback_after_bad_promotion_then_batch_inference_uses_it(airflow_db, mlflow_srv, rainfall_source):
+def test_rollback_after_bad_promotion_then_batch_inference_uses_it(airflow_db, mlflow_fresh, rainfall_source):
     from mlflow import MlflowClient
 
     from airflow_mlops.registry.service import RegistryService
 
-    client = MlflowClient(mlflow_srv.url)
+    client = MlflowClient(mlflow_fresh.url)
     service = RegistryService(client)
     train = _dag("train_pipeline.py", "train_pipeline")
     conf = {"epochs": 1, "processes": 2, "min_auc": 0.5}

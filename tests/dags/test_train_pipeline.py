@@ -27,13 +27,13 @@ def _states(dr) -> dict[str, str]:
     return {ti.task_id: str(ti.state) for ti in dr.get_task_instances()}
 
 
-def test_train_pipeline_registers_champion_with_lineage(airflow_db, mlflow_srv, rainfall_source):
+def test_train_pipeline_registers_champion_with_lineage(airflow_db, mlflow_fresh, rainfall_source):
     from mlflow import MlflowClient
 
     dr = _dag().test(run_conf=WINDOW)
     states = _states(dr)
     assert str(dr.state) == "success", states
-    client = MlflowClient(mlflow_srv.url)
+    client = MlflowClient(mlflow_fresh.url)
     mv = client.get_model_version_by_alias("rainfall", "champion")
     tags = mv.tags
     for key in ("lineage.data.digest", "lineage.code.git_commit", "lineage.hyperparameters",
@@ -57,9 +57,9 @@ def test_train_pipeline_registers_champion_with_lineage(airflow_db, mlflow_srv, 
     assert model(torch.zeros(3, 8)).shape[0] == 3
 
 
-def test_bad_batch_stops_pipeline_before_training(airflow_db, mlflow_srv, rainfall_source):
+def test_bad_batch_stops_pipeline_before_training(airflow_db, mlflow_fresh, rainfall_source):
     from mlflow import MlflowClient
-    client = MlflowClient(mlflow_srv.url)
+    client = MlflowClient(mlflow_fresh.url)
     before = len(client.search_model_versions("name = 'rainfall'"))
     bad = pd.read_parquet(rainfall_source)
     bad.loc[bad.index[:40], "rain"] = 7  # labels outside {0, 1}

@@ -115,14 +115,14 @@ class AirflowApi:
 
 
 @pytest.fixture(scope="session")
-def airflow_stack(tmp_path_factory, mlflow_srv, rainfall_source):
+def airflow_stack(tmp_path_factory, e2e_mlflow, rainfall_source):
     """`airflow standalone` (scheduler, dag processor, API server, triggerer) on free loopback ports."""
     home = tmp_path_factory.mktemp("e2e-airflow-home")
     cfg = stack.StackConfig(
         airflow_home=home,
         airflow_port=free_port(),
-        mlflow_dir=None,  # the session's real `mlflow server` (mlflow_srv) is the tracking server and UI
-        mlflow_ui_url=mlflow_srv.url,
+        mlflow_dir=None,  # the tests' real `mlflow server` (e2e_mlflow) is the tracking server and UI
+        mlflow_ui_url=e2e_mlflow.url,
         extra_env={
             # Two cores: keep the executor small and parse new files quickly.
             "AIRFLOW__CORE__PARALLELISM": "4",
@@ -135,7 +135,7 @@ def airflow_stack(tmp_path_factory, mlflow_srv, rainfall_source):
     pids = [int(p["pid"]) for p in state["processes"]]
     try:
         api = AirflowApi(url=cfg.airflow_url, password=json.loads(cfg.password_file.read_text())["admin"],
-                         mlflow_url=mlflow_srv.url, home=home)
+                         mlflow_url=e2e_mlflow.url, home=home)
         api.login()
         yield api
     finally:
@@ -146,10 +146,19 @@ def airflow_stack(tmp_path_factory, mlflow_srv, rainfall_source):
 
 
 @pytest.fixture(scope="session")
-def mlflow_client(mlflow_srv):
+def mlflow_client(e2e_mlflow):
     from mlflow import MlflowClient
 
-    return MlflowClient(tracking_uri=mlflow_srv.url)
+    return MlflowClient(tracking_uri=e2e_mlflow.url)
+
+
+@pytest.fixture(scope="session")
+def e2e_mlflow(tmp_path_factory):
+    """The end-to-end tests' own `mlflow server`: their champion starts from nothing, whatever ran before."""
+    from mlops_testkit.servers import serving_mlflow
+
+    with serving_mlflow(tmp_path_factory.mktemp("e2e-mlflow")) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="session")

@@ -58,6 +58,35 @@ def test_train_pipeline_triggered_through_the_rest_api(airflow_stack, mlflow_cli
     assert model["environments"]["champion"] == champion.version
 
 
+def test_human_approval_gates_production(airflow_stack, mlflow_client):
+    """With the Param require_approval, staging moves at once and production only after Approve in the UI/API."""
+    api = airflow_stack
+    before = _champion(mlflow_client)
+    assert before is not None, "the first test registers the champion"
+    # The same Params and seed train the same weights, so the gate's "not worse than the champion" holds.
+    run_id = api.trigger("train_pipeline", {**TRAIN_CONF, "require_approval": True})
+    deadline = time.monotonic() + 900
+    state = None
+    while time.monotonic() < deadline:
+        state = api.task_states("train_pipeline", run_id).get("approve_production")
+        if state in ("deferred", "awaiting_input") or api.request(
+                "GET", f"/api/v2/dags/train_pipeline/dagRuns/{run_id}")["state"] in ("success", "failed"):
+            break
+        time.sleep(3)
+    assert state in ("deferred", "awaiting_input"), api.explain("train_pipeline", run_id)
+    staged = mlflow_client.get_model_version_by_alias(MODEL, "staging")
+    assert staged.version != before.version
+    assert mlflow_client.get_model_version_by_alias(MODEL, "production").version == before.version
+
+    api.request("PATCH", f"/api/v2/dags/train_pipeline/dagRuns/{run_id}/taskInstances/approve_production/-1/"
+                "hitlDetails", json={"chosen_options": ["Approve"]})
+    run = api.wait_for_run("train_pipeline", run_id, timeout=300)
+    assert run["state"] == "success", api.explain("train_pipeline", run_id)
+    assert api.task_states("train_pipeline", run_id)["promote_production"] == "success"
+    assert mlflow_client.get_model_version_by_alias(MODEL, "production").version == staged.version
+    assert mlflow_client.get_model_version_by_alias(MODEL, "champion").version == staged.version
+
+
 DRIFT_DAGS = [REPO / "dags" / "drift_monitor.py", REPO / "dags" / "continual_learning.py"]
 
 

@@ -132,3 +132,19 @@ def s3_server(root: Path, port: int | None = None) -> Iterator[S3Server]:
         yield S3Server(endpoint_url=f"http://127.0.0.1:{port}")
     finally:
         _stop(proc)
+
+
+@contextmanager
+def serving_mlflow(root: Path) -> Iterator[MlflowServer]:
+    """A real `mlflow server` on 127.0.0.1; while it runs, the `mlflow_default` connection points at it."""
+    with mlflow_server(root) as srv:
+        saved = {k: os.environ.get(k) for k in srv.env()}
+        os.environ.update(srv.env())
+        try:
+            yield srv
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
