@@ -45,7 +45,9 @@ def predict_proba(model: Any, x: np.ndarray, batch_size: int = 8192) -> np.ndarr
 
 
 def evaluate_model(model: Any, df: Any, feature_columns: list[str], target_column: str) -> dict[str, float]:
-    x = df[feature_columns].to_numpy(dtype="float32")
+    import numpy as np
+
+    x = np.ascontiguousarray(df[feature_columns].to_numpy(dtype="float32"))
     y = df[target_column].to_numpy()
     return binary_metrics(y, predict_proba(model, x))
 

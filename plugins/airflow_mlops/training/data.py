@@ -71,4 +71,5 @@ def to_tensors(df: pd.DataFrame, spec: DatasetSpec, task: Task, uri: str) -> tup
                 raise MlopsConfigurationError(
                     explain("Binary labels must be 0 or 1", expected="{0, 1}", received=sorted(values)[:10])
                 )
-    return torch.from_numpy(x), y
+    # pandas hands back the columns of one block in Fortran order; row batches gather far faster from C order.
+    return torch.from_numpy(np.ascontiguousarray(x)), y

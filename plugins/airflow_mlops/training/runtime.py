@@ -223,9 +223,15 @@ class Trainer:
             return model
         from torch.nn.parallel import DistributedDataParallel
 
+        # DDP broadcasts every buffer from rank 0 before each forward, a collective per step. Only buffers that
+        # training changes (normalization running stats) need it; constant ones (feature scaling) are equal on
+        # every rank already.
+        from torch.nn.modules.batchnorm import _NormBase
+
+        broadcast = any(isinstance(m, _NormBase) and m.track_running_stats for m in model.modules())
         if self.ctx.device.type == "cuda":
-            return DistributedDataParallel(model, device_ids=[self.ctx.local_rank])
-        return DistributedDataParallel(model)
+            return DistributedDataParallel(model, device_ids=[self.ctx.local_rank], broadcast_buffers=broadcast)
+        return DistributedDataParallel(model, broadcast_buffers=broadcast)
 
     def setup(self) -> None:
         cfg, ctx = self.cfg, self.ctx
