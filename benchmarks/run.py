@@ -47,12 +47,18 @@ def main() -> int:
         if proc.returncode != 0:
             failed.append(name)
             print(proc.stderr[-4000:], file=sys.stderr)
-            sections += [f"## {name}", "", f"FAILED (exit {proc.returncode})", ""]
+            (RESULTS / f"{name}.md").write_text(f"## {name}\n\nFAILED (exit {proc.returncode})\n")
             continue
         table = [line for line in proc.stdout.splitlines() if line.startswith("|")]
         notes = [line for line in proc.stdout.splitlines() if line.startswith("> ")]
-        sections += [f"## {name}", "", (script.read_text().split('"""')[1].strip().splitlines() or [""])[0], "",
-                     *table, "", *notes, ""]
+        stamp = f"_{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC{' (--quick)' if args.quick else ''}_"
+        section = [f"## {name}", "", (script.read_text().split('"""')[1].strip().splitlines() or [""])[0], "",
+                   stamp, "", *table, "", *notes, ""]
+        (RESULTS / f"{name}.md").write_text("\n".join(section) + "\n")
+    # Benchmarks not run this time keep their last section.
+    for part in sorted(RESULTS.glob("*.md")):
+        if part.name != "RESULTS.md":
+            sections.append(part.read_text())
     (RESULTS / "RESULTS.md").write_text("\n".join(sections) + "\n")
     print(f"wrote {RESULTS / 'RESULTS.md'}")
     return 1 if failed else 0
