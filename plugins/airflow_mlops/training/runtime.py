@@ -221,12 +221,11 @@ class Trainer:
                     fully_shard(module)
             fully_shard(model)
             return model
-        from torch.nn.parallel import DistributedDataParallel
-
         # DDP broadcasts every buffer from rank 0 before each forward, a collective per step. Only buffers that
         # training changes (normalization running stats) need it; constant ones (feature scaling) are equal on
         # every rank already.
         from torch.nn.modules.batchnorm import _NormBase
+        from torch.nn.parallel import DistributedDataParallel
 
         broadcast = any(isinstance(m, _NormBase) and m.track_running_stats for m in model.modules())
         if self.ctx.device.type == "cuda":
