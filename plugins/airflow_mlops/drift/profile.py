@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from airflow_mlops.drift.report import (
+    INTEGER_CARDINALITY_LIMIT,
     ColumnDrift,
     DriftConfig,
     DriftSummary,
@@ -46,9 +47,16 @@ class ColumnProfile:
     values: list[float] = field(default_factory=list)
     counts: dict[str, int] | None = None
     uniques: list[Any] = field(default_factory=list)
+    integer: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def test_kind(self) -> str:
+        """The type the drift test uses, as :func:`~airflow_mlops.drift.report.test_kind` decides it."""
+        if self.kind == "numerical" and self.integer and self.n_unique <= INTEGER_CARDINALITY_LIMIT:
+            return "categorical"
+        return self.kind
 
 
 @dataclass
@@ -124,7 +132,8 @@ def build_profile(reference: pd.DataFrame, config: DriftConfig | None = None, di
         else:
             std, values, exact = 0.0, [], True
         columns[name] = ColumnProfile(kind=kind, rows=int(len(series)), std=std, n_unique=n_unique, exact=exact,
-                                      values=values, counts=counts, uniques=uniques)
+                                      values=values, counts=counts, uniques=uniques,
+                                      integer=reference[name].dtype.kind in "iu")
     return ReferenceProfile(rows=len(reference), columns=columns, digest=digest)
 
 
@@ -233,10 +242,11 @@ def profile_drift(profile: ReferenceProfile, current: pd.DataFrame, config: Drif
     results = []
     for name in [*columns, *([pred] if pred else [])]:
         col = profile.columns[name]
-        method = config.method_for(name) or default_method(col.kind, col.rows, _n_unique(col, current[name]))
+        kind = col.test_kind()
+        method = config.method_for(name) or default_method(kind, col.rows, _n_unique(col, current[name]))
         threshold = config.threshold_for(name, method)
         score = column_score(col, current[name], method)
-        results.append(ColumnDrift(name, col.kind, method, threshold, score, is_drift(method, score, threshold)))
+        results.append(ColumnDrift(name, kind, method, threshold, score, is_drift(method, score, threshold)))
     features = tuple(results[: len(columns)])
     share = sum(c.drifted for c in features) / len(features)
     return DriftSummary(

@@ -55,6 +55,21 @@ def short_method(name: str | None) -> str | None:
     return name
 
 
+#: Evidently infers an integer column with at most this many distinct values as categorical
+#: (``evidently.core.datasets.INTEGER_CARDINALITY_LIMIT``); the tests follow it, the schema check does not.
+INTEGER_CARDINALITY_LIMIT = 10
+
+
+def test_kind(series: pd.Series, kind: str) -> str:
+    """The column type the drift test uses: Evidently's inference, fixed on the reference window."""
+    import pandas as pd
+
+    if (kind == "numerical" and pd.api.types.is_integer_dtype(series)
+            and series.nunique() <= INTEGER_CARDINALITY_LIMIT):
+        return "categorical"
+    return kind
+
+
 def default_method(kind: str, reference_rows: int, n_unique: int) -> str:
     """The test Evidently 0.7 picks when none is given (``stattests.registry._get_default_stattest``)."""
     if reference_rows <= 1000:
@@ -372,6 +387,7 @@ def run_evidently(reference: pd.DataFrame, current: pd.DataFrame, config: DriftC
         raise DriftError(explain("No column to test for drift", expected="columns shared by both windows",
                                  received={"reference": sorted(reference.columns), "current": sorted(current.columns)}))
     used = columns + ([config.prediction_column] if config.prediction_column else [])
+    tkinds = {c: test_kind(reference[c], kinds[c]) for c in used}
     per_method = {c: config.method_for(c) for c in used if config.method_for(c)}
     ref, cur = reference[used], current[used]
     if config.mode is DriftMode.SAMPLE:
@@ -380,11 +396,11 @@ def run_evidently(reference: pd.DataFrame, current: pd.DataFrame, config: DriftC
         for c in used:
             if c not in per_method:
                 n_unique = int(pd.concat([ref[c], cur[c]], ignore_index=True).nunique())
-                per_method[c] = default_method(kinds[c], len(ref), n_unique)
+                per_method[c] = default_method(tkinds[c], len(ref), n_unique)
         ref = sample_frame(ref, config.sample_size, config.seed)
         cur = sample_frame(cur, config.sample_size, config.seed + 1)
-    numerical = [c for c in used if kinds[c] == "numerical"]
-    categorical = [c for c in used if kinds[c] == "categorical"]
+    numerical = [c for c in used if tkinds[c] == "numerical"]
+    categorical = [c for c in used if tkinds[c] == "categorical"]
     definition = DataDefinition(numerical_columns=numerical, categorical_columns=categorical)
     feature_thresholds = {c: float(t) for c, t in config.per_column_threshold.items() if c in columns}
     preset = DataDriftPreset(
@@ -403,7 +419,7 @@ def run_evidently(reference: pd.DataFrame, current: pd.DataFrame, config: DriftC
     report = Report(metrics=metrics, include_tests=True)
     snapshot = report.run(current_data=Dataset.from_pandas(cur, data_definition=definition),
                           reference_data=Dataset.from_pandas(ref, data_definition=definition))
-    results = parse_snapshot(snapshot.dict(), kinds)
+    results = parse_snapshot(snapshot.dict(), tkinds)
     feature_results = tuple(results[c] for c in columns if c in results)
     share = sum(c.drifted for c in feature_results) / len(feature_results) if feature_results else 0.0
     summary = DriftSummary(
