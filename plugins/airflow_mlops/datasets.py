@@ -32,14 +32,17 @@ def digest_bytes(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def read_table(path: str, storage: Storage | None = None) -> pd.DataFrame:
+def parse_table(data: bytes, path: str) -> pd.DataFrame:
+    """A table from bytes already read, in the format its path names."""
     import pandas as pd
 
-    storage = storage or get_storage(path)
-    fmt = table_format(path)
-    data = storage.read_bytes(path)
     buf = io.BytesIO(data)
-    return pd.read_csv(buf) if fmt == "csv" else pd.read_parquet(buf)
+    return pd.read_csv(buf) if table_format(path) == "csv" else pd.read_parquet(buf)
+
+
+def read_table(path: str, storage: Storage | None = None) -> pd.DataFrame:
+    table_format(path)  # refuse an unknown format before reading anything
+    return parse_table((storage or get_storage(path)).read_bytes(path), path)
 
 
 def write_table(df: pd.DataFrame, path: str, storage: Storage | None = None) -> str:
@@ -113,7 +116,7 @@ def cut_window(spec: WindowSpec, out_dir: str, storage: Storage | None = None, f
                     hint="build the bundled data set with `make data` (include/datasets/build_rainfall.py).")
         )
     raw = src_storage.read_bytes(spec.source_uri)
-    src = read_table(spec.source_uri, src_storage)
+    src = parse_table(raw, spec.source_uri)
     if spec.time_column not in src.columns:
         raise MlopsConfigurationError(
             explain("Time column missing from source table", expected=spec.time_column,

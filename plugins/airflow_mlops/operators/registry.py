@@ -61,18 +61,20 @@ class EvaluateModelOperator(HooksMixin, BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_mlops.checkpoints import load_model
-        from airflow_mlops.datasets import digest_bytes, read_table
+        from airflow_mlops.datasets import digest_bytes, parse_table
         from airflow_mlops.registry.evaluation import evaluate_against_champion
 
         storage = self.storage_hook.storage_for(self.eval_uri)
-        eval_df = read_table(self.eval_uri, storage)
+        # Read once: the same bytes are scored and digested.
+        eval_bytes = storage.read_bytes(self.eval_uri)
+        eval_df = parse_table(eval_bytes, self.eval_uri)
         model, _spec = load_model(self.checkpoint_uri, storage=self.storage_hook.storage_for(self.checkpoint_uri))
         result = evaluate_against_champion(
             self.hook.client, model, eval_df, self.feature_columns, self.target_column,
             self.model_name, self.champion_alias,
         )
         result["eval_uri"] = self.eval_uri
-        result["eval_digest"] = digest_bytes(storage.read_bytes(self.eval_uri))
+        result["eval_digest"] = digest_bytes(eval_bytes)
         result["checkpoint_uri"] = self.checkpoint_uri
         if self.mlflow_run_id:
             client = self.hook.client

@@ -244,10 +244,7 @@ class RegistryService:
                 if (str(have) if have is not None else None) != (str(want) if want is not None else None):
                     why = (f"rejected: {alias} moved from v{want} to v{have} since the evaluation; "
                            "evaluate again against the new holder")
-                    for target in aliases:
-                        cur = self.version_for_alias(name, target)
-                        self._record(name, AliasMove(target, cur.version if cur else None, str(version),
-                                                     time.time(), dag_run, why, action="reject"))
+                    self.record_rejection(name, version, aliases, dag_run, why)
                     return False, [], why
             moves = [self.set_alias(name, alias, version, dag_run, reason) for alias in aliases]
             return True, moves, reason
