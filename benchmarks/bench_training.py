@@ -133,27 +133,42 @@ def _size_mb(paths: list[Path]) -> float:
 
 
 def bench_checkpoint_disk(root: Path, repeats: int, params_millions: float) -> dict:
+    """
+    Save through CheckpointManager (sha256 of every byte, manifest, atomic rename) vs raw torch.save.
+
+    "commit" is the time until the checkpoint is published to readers, as torch.save returns once its bytes are
+    in the page cache; "durable" adds the background flush to the device, against torch.save followed by fsync.
+    Each side starts with its earlier files flushed, so no side pays for the other's write-back.
+    """
     model_sd, trainer = checkpoint_state(params_millions)
     manager = CheckpointManager(str(root / "ours"), CheckpointPolicy(keep_last=2, keep_best=0))
-    ours, raw, raw_sync = [], [], []
+    ours, ours_durable, raw, raw_sync = [], [], [], []
     size = 0.0
-    for i in range(repeats):
+    for i in range(repeats + 1):  # the first round warms up both sides and is not counted
+        if i == 1:
+            for series in (ours, ours_durable, raw, raw_sync):
+                series.clear()
+        os.sync()
         t = time.perf_counter()
         staged = manager.stage(i + 1)
         staged.save_torch(MODEL_FILE, model_sd)
         staged.save_torch(TRAINER_FILE, trainer)
         info = manager.commit(staged, epoch=0)
         ours.append(time.perf_counter() - t)
+        manager.wait_durable()
+        ours_durable.append(time.perf_counter() - t)
         size = sum(f["size"] for f in info.manifest["files"].values()) / 1e6
         manager.apply_retention()
         raw_dir = root / f"raw{i}"
         raw_dir.mkdir()
+        os.sync()
         t = time.perf_counter()
         torch.save(model_sd, raw_dir / MODEL_FILE)
         torch.save(trainer, raw_dir / TRAINER_FILE)
         raw.append(time.perf_counter() - t)
         sync_dir = root / f"rawsync{i}"
         sync_dir.mkdir()
+        os.sync()
         t = time.perf_counter()
         for name, obj in ((MODEL_FILE, model_sd), (TRAINER_FILE, trainer)):
             with open(sync_dir / name, "wb") as fh:
@@ -167,8 +182,11 @@ def bench_checkpoint_disk(root: Path, repeats: int, params_millions: float) -> d
     return {
         "size_mb": round(size, 1), "repeats": repeats,
         "ours_mb_per_s": size / med(ours), "raw_torch_save_mb_per_s": size / med(raw),
+        "ours_durable_mb_per_s": size / med(ours_durable),
         "raw_torch_save_fsync_mb_per_s": size / med(raw_sync),
-        "ratio_ours_over_raw": med(raw) / med(ours), "ratio_ours_over_raw_fsync": med(raw_sync) / med(ours),
+        "ratio_ours_over_raw": med(raw) / med(ours),
+        "ratio_ours_durable_over_raw_fsync": med(raw_sync) / med(ours_durable),
+        "ratios_per_run": [r / o for r, o in zip(raw, ours, strict=True)],
     }
 
 
@@ -246,10 +264,11 @@ def table(results: dict) -> str:
          f"{statistics.median(a['bare_samples_per_s']):.0f} (bare torchrun)", f"{a['median_ratio_ours_over_bare']:.2f}"),
         ("(a) wall time incl. start, s", f"{statistics.median(a['ours_wall_s']):.1f}",
          f"{statistics.median(a['bare_wall_s']):.1f} (bare torchrun)", f"{a['median_wall_ratio_ours_over_bare']:.2f}"),
-        (f"(b) disk save MB/s ({d['size_mb']} MB)", f"{d['ours_mb_per_s']:.0f}",
+        (f"(b) disk save MB/s ({d['size_mb']} MB), until published", f"{d['ours_mb_per_s']:.0f}",
          f"{d['raw_torch_save_mb_per_s']:.0f} (torch.save)", f"{d['ratio_ours_over_raw']:.2f}"),
-        ("(b) disk save MB/s, raw with fsync", f"{d['ours_mb_per_s']:.0f}",
-         f"{d['raw_torch_save_fsync_mb_per_s']:.0f} (torch.save+fsync)", f"{d['ratio_ours_over_raw_fsync']:.2f}"),
+        ("(b) disk save MB/s, until on the device", f"{d['ours_durable_mb_per_s']:.0f}",
+         f"{d['raw_torch_save_fsync_mb_per_s']:.0f} (torch.save+fsync)",
+         f"{d['ratio_ours_durable_over_raw_fsync']:.2f}"),
         (f"(b) S3 upload MB/s ({s['size_mb']} MB, moto)", f"{s['ours_mb_per_s']:.0f}",
          f"{s['raw_boto3_upload_file_mb_per_s']:.0f} (boto3 upload_file)", f"{s['ratio_ours_over_raw']:.2f}"),
         ("(c) stall per checkpoint, ms", f"{c['async']['stall_ms_per_checkpoint']:.1f} (async)",

@@ -9,6 +9,7 @@ import tempfile
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,28 +40,57 @@ class CheckpointInfo:
         return dict(self.manifest.get("metrics") or {})
 
 
+_zip_crc_lock = threading.Lock()
+
+
+@contextmanager
+def _without_zip_crc() -> Iterator[None]:
+    """
+    ``torch.save`` without the zip format's CRC32 of every record: the manifest's sha256 covers every byte
+    already, and the CRC pass costs about as much as the write. ``torch.load`` reads such files as usual.
+    """
+    import torch.serialization as ser
+
+    if not hasattr(ser, "set_crc32_options"):
+        yield
+        return
+    with _zip_crc_lock:
+        previous = ser.get_crc32_options()
+        ser.set_crc32_options(False)
+        try:
+            yield
+        finally:
+            ser.set_crc32_options(previous)
+
+
 @dataclass
 class StagedCheckpoint:
-    """A checkpoint being written: a local folder that no reader looks at until :meth:`CheckpointManager.commit`."""
+    """
+    A checkpoint being written: a local folder that no reader looks at until :meth:`CheckpointManager.commit`.
+
+    :param sync: flush each file to the device as it is written (``fsync_before_commit``); otherwise the
+        manager flushes the committed folder in the background.
+    """
 
     step: int
     dir: str
     digests: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sync: bool = False
 
     def path(self, name: str) -> str:
         return os.path.join(self.dir, name)
 
     def save_torch(self, name: str, obj: Any) -> None:
-        """``torch.save`` into the stage, hashing on the way and syncing to disk before commit."""
+        """``torch.save`` into the stage, hashing the bytes as they are written (the file is never read back)."""
         import torch
 
         path = self.path(name)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "wb") as fh:
             writer = mf.HashingWriter(fh)
-            torch.save(obj, writer)
-            fh.flush()
-            os.fsync(fh.fileno())
+            with _without_zip_crc():
+                torch.save(obj, writer)
+            self._finish(fh)
         self.digests[name] = {"sha256": writer.sha256, "size": writer.size}
 
     def save_bytes(self, name: str, data: bytes) -> None:
@@ -68,10 +98,14 @@ class StagedCheckpoint:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "wb") as fh:
             fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+            self._finish(fh)
         sha, size = mf.bytes_digest(data)
         self.digests[name] = {"sha256": sha, "size": size}
+
+    def _finish(self, fh: Any) -> None:
+        fh.flush()
+        if self.sync:
+            os.fsync(fh.fileno())
 
 
 class CheckpointManager:
@@ -80,6 +114,10 @@ class CheckpointManager:
 
     A checkpoint exists for readers once its folder ``step-XXXXXXXXXX`` holds ``manifest.json``: on disk the
     folder is written under a temporary name and renamed; on S3 the files go up first and the manifest last.
+
+    On disk a committed folder is flushed to the device on a background thread (or before the rename with
+    ``policy.fsync_before_commit``). Retention deletes nothing until every kept checkpoint but the newest is
+    flushed, so a power loss right after a commit still leaves the previous checkpoint on the device.
 
     :param root_uri: the run's checkpoint folder.
     :param policy: frequency and retention; only retention and ``monitor`` are used here.
@@ -91,6 +129,9 @@ class CheckpointManager:
         self.policy = policy or CheckpointPolicy(keep_best=0)
         self.storage = storage or get_storage(self.root_uri)
         self.local = isinstance(self.storage, LocalStorage)
+        self._flush_pool: ThreadPoolExecutor | None = None
+        self._flushes: dict[str, Future[None]] = {}  # uri -> background flush of its current files
+        self._durable: set[str] = set()  # uris known to be on the device
 
     # ---- naming -------------------------------------------------------------------------------------------
     def uri_for(self, step: int) -> str:
@@ -106,7 +147,7 @@ class CheckpointManager:
             os.makedirs(path)
         else:
             path = tempfile.mkdtemp(prefix=f"ckpt-{mf.step_dirname(step)}-")
-        return StagedCheckpoint(step=step, dir=path)
+        return StagedCheckpoint(step=step, dir=path, sync=self.local and self.policy.fsync_before_commit)
 
     def discard(self, staged: StagedCheckpoint) -> None:
         shutil.rmtree(staged.dir, ignore_errors=True)
@@ -120,17 +161,23 @@ class CheckpointManager:
         meta: dict[str, Any] | None = None,
     ) -> CheckpointInfo:
         """Digest every staged file, write the manifest last and publish the checkpoint in one step."""
-        files: dict[str, dict[str, Any]] = {}
+        on_disk: dict[str, str] = {}
         for dirpath, _dirs, names in os.walk(staged.dir):
             for name in names:
                 full = os.path.join(dirpath, name)
                 rel = os.path.relpath(full, staged.dir).replace(os.sep, "/")
-                if rel == mf.MANIFEST_NAME:
-                    continue
-                if rel not in staged.digests:
-                    sha, size = mf.file_digest(full)
+                if rel != mf.MANIFEST_NAME:
+                    on_disk[rel] = full
+        # Files written by others (sharded checkpoints: every rank's shards) are read back and hashed, one
+        # thread per file: hashlib releases the GIL, so they hash side by side.
+        unhashed = sorted(rel for rel in on_disk if rel not in staged.digests)
+        if unhashed:
+            workers = min(len(unhashed), os.cpu_count() or 1, 8)
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="checkpoint-digest") as pool:
+                for rel, (sha, size) in zip(unhashed, pool.map(mf.file_digest, [on_disk[r] for r in unhashed]),
+                                            strict=True):
                     staged.digests[rel] = {"sha256": sha, "size": size}
-                files[rel] = staged.digests[rel]
+        files = {rel: staged.digests[rel] for rel in on_disk}
         manifest = mf.build_manifest(step=staged.step, epoch=epoch, files=files, metrics=metrics, meta=meta)
         data = mf.dumps(manifest)
         final = self.uri_for(staged.step)
@@ -148,22 +195,79 @@ class CheckpointManager:
         return CheckpointInfo(uri=final, step=staged.step, manifest=manifest)
 
     def _commit_local(self, staged: StagedCheckpoint, manifest_bytes: bytes, final: str) -> None:
-        manifest_path = staged.path(mf.MANIFEST_NAME)
-        with open(manifest_path, "wb") as fh:
-            fh.write(manifest_bytes)
-            fh.flush()
-            os.fsync(fh.fileno())
-        for dirpath, _dirs, _names in os.walk(staged.dir):
-            mf.fsync_dir(dirpath)
+        staged.save_bytes(mf.MANIFEST_NAME, manifest_bytes)
+        staged.digests.pop(mf.MANIFEST_NAME)
+        if staged.sync:
+            for dirpath, _dirs, _names in os.walk(staged.dir):
+                mf.fsync_dir(dirpath)
         trash = None
         if os.path.exists(final):
             # Saving a step again (its earlier copy was corrupt): move the old one out of the way first.
             trash = os.path.join(self.root_uri, f"{mf.TMP_PREFIX}old-{os.path.basename(final)}-{uuid.uuid4().hex[:8]}")
             os.rename(final, trash)
+        self._durable.discard(final)
         os.rename(staged.dir, final)
-        mf.fsync_dir(self.root_uri)
+        if staged.sync:
+            mf.fsync_dir(self.root_uri)
+            self._durable.add(final)
+        else:
+            self._flush_in_background(final)
         if trash:
             shutil.rmtree(trash, ignore_errors=True)
+
+    # ---- durability (local disk) ----------------------------------------------------------------------------
+    def _flush_in_background(self, uri: str) -> None:
+        if self._flush_pool is None:
+            self._flush_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-fsync")
+        self._flushes[uri] = self._flush_pool.submit(mf.fsync_tree, uri)
+
+    def _wait_flushes(self, uris: Iterable[str]) -> None:
+        for uri in list(uris):
+            future = self._flushes.get(uri)
+            if future is None:
+                continue
+            try:
+                future.result()
+            except OSError as exc:
+                raise CheckpointError(
+                    explain(f"Checkpoint {uri} could not be flushed to the device", expected="fsync to succeed",
+                            received=repr(exc), hint="check the disk (space, I/O errors); the run can resume "
+                            "from the previous checkpoint.")
+                ) from exc
+            finally:
+                if self._flushes.get(uri) is future and future.done():
+                    del self._flushes[uri]
+            self._durable.add(uri)
+
+    def wait_durable(self) -> None:
+        """Block until every checkpoint this manager committed is on the device; raise if a flush failed."""
+        self._wait_flushes(list(self._flushes))
+
+    def is_durable(self, uri: str) -> bool:
+        """Whether this manager knows the checkpoint to be on the device (flushed by it, or synced on demand)."""
+        future = self._flushes.get(uri)
+        if future is not None and future.done() and future.exception() is None:
+            self._wait_flushes([uri])
+        return uri in self._durable
+
+    def make_durable(self, uri: str) -> None:
+        """Flush one committed checkpoint to the device now (one written by an earlier process, say)."""
+        if not self.local or uri in self._durable:
+            return
+        if uri in self._flushes:
+            self._wait_flushes([uri])
+            return
+        mf.fsync_tree(uri)
+        self._durable.add(uri)
+
+    def _durable_before_delete(self, kept: list[str]) -> None:
+        """Before retention deletes: every kept checkpoint but the newest is flushed, at least one of them known."""
+        if not self.local or not kept:
+            return
+        newest, older = kept[-1], kept[:-1]
+        self._wait_flushes([u for u in list(self._flushes) if u != newest])
+        if older and not any(u in self._durable for u in older):
+            self.make_durable(older[-1])
 
     def _commit_remote(self, staged: StagedCheckpoint, manifest_bytes: bytes, final: str) -> None:
         if self.storage.exists(join(final, mf.MANIFEST_NAME)):
@@ -256,6 +360,9 @@ class CheckpointManager:
         records = [CheckpointRecord(i.uri, i.step, i.metrics.get(self.policy.monitor)) for i in infos]
         plan = plan_retention(records, keep_last=self.policy.keep_last, keep_best=self.policy.keep_best,
                               mode=self.policy.mode, protected=protected)
+        if plan.delete:
+            doomed = set(plan.delete)
+            self._durable_before_delete([r.uri for r in records if r.uri not in doomed])
         deleted = []
         for uri in plan.delete:
             try:
@@ -274,6 +381,7 @@ class CheckpointManager:
             if os.path.exists(manifest_path):
                 os.unlink(manifest_path)
             shutil.rmtree(uri)
+            self._durable.discard(uri)
         else:
             self.storage.delete(join(uri, mf.MANIFEST_NAME))
             self.storage.delete_prefix(uri + "/")

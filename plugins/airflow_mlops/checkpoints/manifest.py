@@ -6,7 +6,9 @@ import hashlib
 import json
 import os
 import re
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import IO, Any
 
 from airflow_mlops.exceptions import CheckpointCorruptError, CheckpointError, explain
@@ -16,6 +18,18 @@ MANIFEST_NAME = "manifest.json"
 STEP_DIR_RE = re.compile(r"^step-(\d{10})$")
 TMP_PREFIX = ".tmp-"
 _CHUNK = 4 * 1024 * 1024
+# Writes at least this large are hashed on a second thread while the bytes go to the file (both release the GIL).
+_PARALLEL_HASH_MIN = 1024 * 1024
+_hash_pool: ThreadPoolExecutor | None = None
+_hash_pool_lock = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _hash_pool
+    with _hash_pool_lock:
+        if _hash_pool is None:
+            _hash_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-sha256")
+        return _hash_pool
 
 
 def step_dirname(step: int) -> str:
@@ -32,7 +46,12 @@ def parse_step_dirname(name: str) -> int | None:
 
 
 class HashingWriter:
-    """A write-only file wrapper that hashes what passes through, so a file is never read back to be digested."""
+    """
+    A write-only file wrapper that hashes what passes through, so a file is never read back to be digested.
+
+    Large writes (tensor storages) are hashed on a second thread while this one writes them, so the digest
+    costs about no time next to the write; the call returns once both are done, in order.
+    """
 
     def __init__(self, fh: IO[bytes]) -> None:
         self._fh = fh
@@ -40,9 +59,18 @@ class HashingWriter:
         self.size = 0
 
     def write(self, data: bytes) -> int:
-        self._hash.update(data)
-        self.size += len(data)
-        return self._fh.write(data)
+        size = memoryview(data).nbytes
+        if size >= _PARALLEL_HASH_MIN:
+            digest = _pool().submit(self._hash.update, data)
+            try:
+                written = self._fh.write(data)
+            finally:
+                digest.result()
+        else:
+            self._hash.update(data)
+            written = self._fh.write(data)
+        self.size += size
+        return written
 
     def flush(self) -> None:
         self._fh.flush()
@@ -131,14 +159,41 @@ def check_file(name: str, expected: dict[str, Any], sha256: str, size: int, uri:
         )
 
 
-def fsync_dir(path: str) -> None:
+def _fsync(path: str, *, strict: bool) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return  # removed meanwhile (retention, a re-save of the step)
     except OSError:
+        if strict:
+            raise
         return
     try:
         os.fsync(fd)
     except OSError:
-        pass
+        if strict:
+            raise
     finally:
         os.close(fd)
+
+
+def fsync_file(path: str) -> None:
+    """Flush one file's data to the device; a file removed meanwhile is skipped, an I/O error raised."""
+    _fsync(path, strict=True)
+
+
+def fsync_tree(path: str) -> None:
+    """Flush every file under ``path``, then the folders, then the folder holding ``path`` (its name)."""
+    folders = []
+    for dirpath, _dirs, names in os.walk(path):
+        folders.append(dirpath)
+        for name in names:
+            fsync_file(os.path.join(dirpath, name))
+    for folder in reversed(folders):
+        fsync_dir(folder)
+    fsync_dir(os.path.dirname(os.path.abspath(path)))
+
+
+def fsync_dir(path: str) -> None:
+    """Flush a folder's entries; best effort, as some file systems refuse fsync on folders."""
+    _fsync(path, strict=False)

@@ -127,6 +127,11 @@ class CheckpointPolicy:
     :param monitor: the metric that ranks checkpoints, e.g. ``val_loss`` or ``val_auc``.
     :param mode: ``min`` when smaller is better, ``max`` otherwise.
     :param async_save: write checkpoints in a background thread while training goes on.
+    :param fsync_before_commit: on local disk, flush every file to the device before the checkpoint is
+        published. By default a checkpoint is published as soon as its files and manifest are written, which
+        already survives a killed process, and is flushed to the device right after on a background thread;
+        until that flush is done retention keeps the previous checkpoint, so a power loss can cost the newest
+        checkpoint only, and its checksums then reject it on resume.
     """
 
     every_n_steps: int | None = None
@@ -136,6 +141,7 @@ class CheckpointPolicy:
     monitor: str = "val_loss"
     mode: MonitorMode = MonitorMode.MIN
     async_save: bool = False
+    fsync_before_commit: bool = False
 
     def __post_init__(self) -> None:
         if self.every_n_steps is not None and self.every_n_epochs is not None:
@@ -160,6 +166,7 @@ class CheckpointPolicy:
                                                   received=self.monitor))
         self.mode = _enum(MonitorMode, self.mode, "checkpoint mode")
         self.async_save = bool(self.async_save)
+        self.fsync_before_commit = bool(self.fsync_before_commit)
 
 
 @dataclass(kw_only=True)

@@ -429,8 +429,9 @@ class Trainer:
         samples = 0
         last_log = time.perf_counter()
         train_loss = float("nan")
-        self.say("Training %s: %d rows, %d epochs x %d steps, world size %d, strategy %s",
-                 cfg.run_name, self.n, cfg.epochs, self.steps_per_epoch, ctx.world_size, cfg.strategy.value)
+        self.say("Training %s: %d rows, %d epochs x %d steps, world size %d, strategy %s, device %s, backend %s",
+                 cfg.run_name, self.n, cfg.epochs, self.steps_per_epoch, ctx.world_size, cfg.strategy.value,
+                 ctx.device.type, dist.get_backend())
         sampler_seed = cfg.seed
         while self.epoch < cfg.epochs and self.step < self.total_steps:
             from torch.utils.data.distributed import DistributedSampler
@@ -488,6 +489,8 @@ class Trainer:
         if self.last_saved_step != self.step:
             self._checkpoint(epoch=self.epoch, batch_index=self.batch_index, train_loss=train_loss)
         self.saver.wait()
+        if ctx.is_main:
+            self.manager.wait_durable()  # the task succeeds with its checkpoints on the device
         duration = time.perf_counter() - t_start
         # Training throughput: the loop's own time, without evaluation and checkpoint stalls (reported apart).
         loop_s = duration - self.eval_s - self.checkpoint_stall_s
@@ -533,7 +536,9 @@ class Trainer:
             model_factory=self.cfg.model_factory,
             mlflow_run_id=self.cfg.mlflow_run_id,
             extra={"checkpoints_written": self.checkpoints_written,
-                   "checkpoint_stall_s": round(self.checkpoint_stall_s, 4), "eval_s": round(self.eval_s, 4)},
+                   "checkpoint_stall_s": round(self.checkpoint_stall_s, 4), "eval_s": round(self.eval_s, 4),
+                   "device": self.ctx.device.type, "backend": dist.get_backend(),
+                   "torch": torch.__version__},
         )
 
 

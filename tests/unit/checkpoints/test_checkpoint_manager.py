@@ -179,3 +179,124 @@ def test_background_saver_reports_errors():
     saver.submit(lambda: 1 / 0)
     with pytest.raises(CheckpointError, match="Background checkpoint save failed"):
         saver.wait()
+
+
+def test_manifest_digest_is_the_sha256_of_the_file_as_written(tmp_path):
+    # Large tensors are hashed on a second thread while they are written; the digest must still be the
+    # plain sha256 of the file's bytes, in order.
+    import hashlib
+
+    manager = CheckpointManager(str(tmp_path))
+    state = {f"w{i}": torch.randn(700_000 + i) for i in range(4)}  # several writes above the 1 MiB threshold
+    staged = manager.stage(1)
+    staged.save_torch(MODEL_FILE, state)
+    info = manager.commit(staged, epoch=0)
+    path = os.path.join(info.uri, MODEL_FILE)
+    data = open(path, "rb").read()
+    assert info.manifest["files"][MODEL_FILE] == {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    loaded = torch.load(path, weights_only=True)
+    assert all(torch.equal(loaded[k], v) for k, v in state.items())
+
+
+def test_checkpoint_files_skip_the_zip_crc_and_leave_the_setting_alone(tmp_path):
+    import zipfile
+
+    ser = torch.serialization
+    manager = CheckpointManager(str(tmp_path))
+    staged = manager.stage(1)
+    staged.save_torch(MODEL_FILE, {"w": torch.arange(1000.0)})
+    info = manager.commit(staged, epoch=0)
+    assert ser.get_crc32_options() is True  # the process-wide option is restored after the save
+    with zipfile.ZipFile(os.path.join(info.uri, MODEL_FILE)) as archive:
+        assert archive.testzip() is not None  # no CRC written: the manifest's sha256 guards the bytes instead
+    manager.verify(info)
+    assert torch.equal(torch.load(os.path.join(info.uri, MODEL_FILE), weights_only=True)["w"], torch.arange(1000.0))
+
+
+def test_commit_publishes_then_flushes_in_the_background(tmp_path, monkeypatch):
+    from airflow_mlops.checkpoints import manifest as mf
+
+    flushed, calls = [], []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append(fd), real_fsync(fd))[1])
+    real_tree = mf.fsync_tree
+    monkeypatch.setattr(mf, "fsync_tree", lambda path: (real_tree(path), flushed.append(path))[0])
+
+    manager = CheckpointManager(str(tmp_path))
+    info = save(manager, 1)
+    manager.wait_durable()
+    assert flushed == [info.uri] and manager.is_durable(info.uri)
+    assert len(calls) >= 4  # two files, the manifest, the folders
+
+    calls.clear()
+    eager = CheckpointManager(str(tmp_path / "eager"), CheckpointPolicy(keep_best=0, fsync_before_commit=True))
+    staged = eager.stage(1)
+    staged.save_torch(MODEL_FILE, {"w": torch.ones(3)})
+    assert len(calls) == 1  # synced as it was written, before any commit
+    info = eager.commit(staged, epoch=0)
+    assert eager.is_durable(info.uri) and flushed == [manager.uri_for(1)]
+
+
+def test_retention_waits_until_the_previous_checkpoint_is_on_the_device(tmp_path, monkeypatch):
+    # A power loss right after a commit may tear the newest checkpoint; the one before it must be on the
+    # device before retention deletes anything older.
+    import threading
+
+    from airflow_mlops.checkpoints import manifest as mf
+
+    gate = threading.Event()
+    real_tree = mf.fsync_tree
+
+    def slow_for_step_2(path):
+        if path.endswith("step-0000000002"):
+            assert gate.wait(30)
+        real_tree(path)
+
+    monkeypatch.setattr(mf, "fsync_tree", slow_for_step_2)
+    manager = CheckpointManager(str(tmp_path), CheckpointPolicy(keep_last=2, keep_best=0))
+    save(manager, 1)
+    save(manager, 2)
+    save(manager, 3)
+    done = threading.Event()
+    worker = threading.Thread(target=lambda: (manager.apply_retention(), done.set()))
+    worker.start()
+    assert not done.wait(0.5)
+    assert [i.step for i in manager.committed()] == [1, 2, 3]  # step 2 not flushed yet: step 1 stays
+    gate.set()
+    worker.join(30)
+    assert done.is_set() and [i.step for i in manager.committed()] == [2, 3]
+    assert manager.is_durable(manager.uri_for(2))
+
+
+def test_failed_flush_is_raised_with_what_to_do(tmp_path, monkeypatch):
+    import errno
+
+    from airflow_mlops.checkpoints import manifest as mf
+
+    def broken_disk(path):
+        raise OSError(errno.EIO, "Input/output error", path)
+
+    monkeypatch.setattr(mf, "fsync_tree", broken_disk)
+    manager = CheckpointManager(str(tmp_path))
+    info = save(manager, 1)
+    with pytest.raises(CheckpointError, match="could not be flushed to the device") as excinfo:
+        manager.wait_durable()
+    assert "check the disk" in str(excinfo.value) and not manager.is_durable(info.uri)
+
+
+def test_checkpoints_of_an_earlier_process_are_flushed_before_retention_deletes(tmp_path, monkeypatch):
+    from airflow_mlops.checkpoints import manifest as mf
+
+    earlier = CheckpointManager(str(tmp_path), CheckpointPolicy(keep_last=2, keep_best=0))
+    for step in (1, 2):
+        save(earlier, step)
+    earlier.wait_durable()
+    flushed = []
+    real_tree = mf.fsync_tree
+    monkeypatch.setattr(mf, "fsync_tree", lambda path: (flushed.append(path), real_tree(path))[1])
+    later = CheckpointManager(str(tmp_path), CheckpointPolicy(keep_last=2, keep_best=0))
+    save(later, 3)
+    later.apply_retention()
+    # Step 2 came from the earlier manager: it is flushed now, before step 1 goes.
+    assert later.uri_for(2) in flushed and later.is_durable(later.uri_for(2))
+    assert [i.step for i in later.committed()] == [2, 3]
