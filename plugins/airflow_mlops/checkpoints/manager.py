@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from airflow_mlops.checkpoints import digest
 from airflow_mlops.checkpoints import manifest as mf
 from airflow_mlops.checkpoints.retention import CheckpointRecord, best_record, plan_retention
 from airflow_mlops.exceptions import CheckpointCorruptError, CheckpointError, StorageError, explain
@@ -91,7 +92,7 @@ class StagedCheckpoint:
             with _without_zip_crc():
                 torch.save(obj, writer)
             self._finish(fh)
-        self.digests[name] = {"sha256": writer.sha256, "size": writer.size}
+        self.digests[name] = writer.entry()
 
     def save_bytes(self, name: str, data: bytes) -> None:
         path = self.path(name)
@@ -99,8 +100,7 @@ class StagedCheckpoint:
         with open(path, "wb") as fh:
             fh.write(data)
             self._finish(fh)
-        sha, size = mf.bytes_digest(data)
-        self.digests[name] = {"sha256": sha, "size": size}
+        self.digests[name] = digest.of_bytes(data)
 
     def _finish(self, fh: Any) -> None:
         fh.flush()
@@ -168,15 +168,11 @@ class CheckpointManager:
                 rel = os.path.relpath(full, staged.dir).replace(os.sep, "/")
                 if rel != mf.MANIFEST_NAME:
                     on_disk[rel] = full
-        # Files written by others (sharded checkpoints: every rank's shards) are read back and hashed, one
-        # thread per file: hashlib releases the GIL, so they hash side by side.
-        unhashed = sorted(rel for rel in on_disk if rel not in staged.digests)
-        if unhashed:
-            workers = min(len(unhashed), os.cpu_count() or 1, 8)
-            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="checkpoint-digest") as pool:
-                for rel, (sha, size) in zip(unhashed, pool.map(mf.file_digest, [on_disk[r] for r in unhashed]),
-                                            strict=True):
-                    staged.digests[rel] = {"sha256": sha, "size": size}
+        # Files written by others (sharded checkpoints: every rank's shards) are read back and digested, their
+        # pieces on every core.
+        for rel in sorted(on_disk):
+            if rel not in staged.digests:
+                staged.digests[rel] = digest.of_file(on_disk[rel])
         files = {rel: staged.digests[rel] for rel in on_disk}
         manifest = mf.build_manifest(step=staged.step, epoch=epoch, files=files, metrics=metrics, meta=meta)
         data = mf.dumps(manifest)
@@ -424,26 +420,21 @@ def read_manifest(checkpoint_uri: str, storage: Storage | None = None) -> dict[s
 
 
 def verify_files(checkpoint_uri: str, manifest: dict[str, Any], storage: Storage | None = None) -> None:
-    """Check size and sha256 of every file the manifest lists; :class:`CheckpointCorruptError` otherwise."""
+    """Check size and digest of every file the manifest lists; :class:`CheckpointCorruptError` otherwise."""
     storage = storage or get_storage(checkpoint_uri)
     for rel, expected in manifest["files"].items():
         path = join(checkpoint_uri, *rel.split("/"))
-        if isinstance(storage, LocalStorage):
-            if not os.path.isfile(path):
-                raise CheckpointCorruptError(
-                    explain(f"Checkpoint file {rel} is missing", expected="every file in the manifest",
-                            received=checkpoint_uri)
-                )
-            sha, size = mf.file_digest(path)
-        else:
-            try:
-                sha, size = mf.bytes_digest(storage.read_bytes(path))
-            except StorageError as exc:
-                raise CheckpointCorruptError(
-                    explain(f"Checkpoint file {rel} is missing", expected="every file in the manifest",
-                            received=checkpoint_uri)
-                ) from exc
-        mf.check_file(rel, expected, sha, size, checkpoint_uri)
+        try:
+            if isinstance(storage, LocalStorage):
+                actual = digest.matching(expected, path=path)
+            else:
+                actual = digest.matching(expected, data=storage.read_bytes(path))
+        except (FileNotFoundError, StorageError) as exc:
+            raise CheckpointCorruptError(
+                explain(f"Checkpoint file {rel} is missing", expected="every file in the manifest",
+                        received=checkpoint_uri)
+            ) from exc
+        mf.check_file(rel, expected, actual, checkpoint_uri)
 
 
 @contextmanager
@@ -469,8 +460,7 @@ def local_copy(checkpoint_uri: str, storage: Storage | None = None, verify: bool
                             received=checkpoint_uri)
                 ) from exc
             if verify:
-                sha, size = mf.file_digest(dst)
-                mf.check_file(rel, expected, sha, size, checkpoint_uri)
+                mf.check_file(rel, expected, digest.matching(expected, path=dst), checkpoint_uri)
         yield tmp
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -1,35 +1,21 @@
-"""Checkpoint manifest: folder naming, per-file sha256 and size, and the commit marker readers trust."""
+"""Checkpoint manifest: folder naming, per-file digests and sizes, and the commit marker readers trust."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import IO, Any
 
+from airflow_mlops.checkpoints import digest
 from airflow_mlops.exceptions import CheckpointCorruptError, CheckpointError, explain
 
-FORMAT = "airflow-mlops-checkpoint/1"
+FORMAT = "airflow-mlops-checkpoint/2"  # files digested as sha256 pieces (digest.py)
+READABLE_FORMATS = ("airflow-mlops-checkpoint/1", FORMAT)  # format 1: plain sha256 per file
 MANIFEST_NAME = "manifest.json"
 STEP_DIR_RE = re.compile(r"^step-(\d{10})$")
 TMP_PREFIX = ".tmp-"
-_CHUNK = 4 * 1024 * 1024
-# Writes at least this large are hashed on a second thread while the bytes go to the file (both release the GIL).
-_PARALLEL_HASH_MIN = 1024 * 1024
-_hash_pool: ThreadPoolExecutor | None = None
-_hash_pool_lock = threading.Lock()
-
-
-def _pool() -> ThreadPoolExecutor:
-    global _hash_pool
-    with _hash_pool_lock:
-        if _hash_pool is None:
-            _hash_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-sha256")
-        return _hash_pool
 
 
 def step_dirname(step: int) -> str:
@@ -47,51 +33,32 @@ def parse_step_dirname(name: str) -> int | None:
 
 class HashingWriter:
     """
-    A write-only file wrapper that hashes what passes through, so a file is never read back to be digested.
+    A write-only file wrapper that digests what passes through, so a file is never read back to be digested.
 
-    Large writes (tensor storages) are hashed on a second thread while this one writes them, so the digest
-    costs about no time next to the write; the call returns once both are done, in order.
+    Large writes (tensor storages) are hashed piece by piece on a thread pool while this thread writes them;
+    the call returns once both are done.
     """
 
     def __init__(self, fh: IO[bytes]) -> None:
         self._fh = fh
-        self._hash = hashlib.sha256()
-        self.size = 0
+        self._hasher = digest.PieceHasher()
 
-    def write(self, data: bytes) -> int:
-        size = memoryview(data).nbytes
-        if size >= _PARALLEL_HASH_MIN:
-            digest = _pool().submit(self._hash.update, data)
-            try:
-                written = self._fh.write(data)
-            finally:
-                digest.result()
-        else:
-            self._hash.update(data)
-            written = self._fh.write(data)
-        self.size += size
-        return written
+    def write(self, data: Any) -> int:
+        if memoryview(data).nbytes >= digest.PARALLEL_MIN:
+            return self._hasher.update_while(data, lambda: self._fh.write(data))  # type: ignore[return-value]
+        self._hasher.update(data)
+        return self._fh.write(data)
 
     def flush(self) -> None:
         self._fh.flush()
 
     @property
-    def sha256(self) -> str:
-        return self._hash.hexdigest()
+    def size(self) -> int:
+        return self._hasher.size
 
-
-def file_digest(path: str) -> tuple[str, int]:
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            h.update(chunk)
-            size += len(chunk)
-    return h.hexdigest(), size
-
-
-def bytes_digest(data: bytes) -> tuple[str, int]:
-    return hashlib.sha256(data).hexdigest(), len(data)
+    def entry(self) -> dict[str, Any]:
+        """The manifest entry of what was written."""
+        return digest.entry(self._hasher)
 
 
 def build_manifest(
@@ -102,7 +69,7 @@ def build_manifest(
     metrics: dict[str, float] | None = None,
     meta: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The manifest: format, step, epoch, metrics, creation time, ``files`` {relative name: {sha256, size}}."""
+    """The manifest: format, step, epoch, metrics, creation time, ``files`` {relative name: digest entry}."""
     manifest: dict[str, Any] = {
         "format": FORMAT,
         "step": int(step),
@@ -136,24 +103,26 @@ def loads(data: bytes, uri: str) -> dict[str, Any]:
         raise CheckpointCorruptError(
             explain(f"Manifest of {uri} is not valid JSON", expected="a JSON object", received=str(exc))
         ) from exc
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or not isinstance(
+    if not isinstance(manifest, dict) or manifest.get("format") not in READABLE_FORMATS or not isinstance(
         manifest.get("files"), dict
     ):
         raise CheckpointCorruptError(
-            explain(f"Manifest of {uri} is not a checkpoint manifest", expected=f"format {FORMAT!r} with files",
+            explain(f"Manifest of {uri} is not a checkpoint manifest",
+                    expected=f"format one of {READABLE_FORMATS} with files",
                     received={k: manifest.get(k) for k in ("format", "step")} if isinstance(manifest, dict)
                     else type(manifest))
         )
     return manifest
 
 
-def check_file(name: str, expected: dict[str, Any], sha256: str, size: int, uri: str) -> None:
-    if size != expected.get("size") or sha256 != expected.get("sha256"):
+def check_file(name: str, expected: dict[str, Any], actual: dict[str, Any], uri: str) -> None:
+    """Raise :class:`CheckpointCorruptError` unless ``actual`` (from :func:`digest.matching`) equals the entry."""
+    if not digest.same(expected, actual):
         raise CheckpointCorruptError(
             explain(
                 f"Checkpoint file {name} of {uri} does not match its manifest",
-                expected=f"sha256 {expected.get('sha256')} and {expected.get('size')} bytes",
-                received=f"sha256 {sha256} and {size} bytes",
+                expected=digest.describe(expected),
+                received=digest.describe(actual),
                 hint="the file was changed or truncated after commit; an older checkpoint is used instead.",
             )
         )

@@ -52,7 +52,7 @@ def test_commit_is_atomic_and_manifest_lists_checksums(tmp_path):
     assert manifest["metrics"] == {"val_loss": 0.5, "bad": None}
     entry = manifest["files"][MODEL_FILE]
     assert entry["size"] == os.path.getsize(tmp_path / "step-0000000007" / MODEL_FILE)
-    assert len(entry["sha256"]) == 64
+    assert len(entry["sha256_pieces"]) == 64 and entry["piece_size"] == 4 * 1024 * 1024
     assert manifest["layout"] == "full" and "created_at" in manifest
     assert [i.step for i in manager.committed()] == [7]
     assert read_manifest(info.uri)["step"] == 7
@@ -181,21 +181,72 @@ def test_background_saver_reports_errors():
         saver.wait()
 
 
-def test_manifest_digest_is_the_sha256_of_the_file_as_written(tmp_path):
-    # Large tensors are hashed on a second thread while they are written; the digest must still be the
-    # plain sha256 of the file's bytes, in order.
+def pieces_digest(data: bytes, piece: int = 4 * 1024 * 1024) -> str:
+    """The manifest's digest, computed independently: sha256 over the sha256 digests of the 4 MiB pieces."""
     import hashlib
 
+    digests = [hashlib.sha256(data[i:i + piece]).digest() for i in range(0, max(len(data), 1), piece)]
+    return hashlib.sha256(b"".join(digests)).hexdigest()
+
+
+def test_manifest_digest_is_that_of_the_file_as_written(tmp_path):
+    # Large tensors are hashed piece by piece on a pool while they are written; the entry must still be the
+    # digest of the file's bytes, in order.
     manager = CheckpointManager(str(tmp_path))
-    state = {f"w{i}": torch.randn(700_000 + i) for i in range(4)}  # several writes above the 1 MiB threshold
+    state = {f"w{i}": torch.randn(1_500_000 + 17 * i) for i in range(4)}  # writes across piece boundaries
     staged = manager.stage(1)
     staged.save_torch(MODEL_FILE, state)
+    staged.save_bytes("empty.bin", b"")
     info = manager.commit(staged, epoch=0)
     path = os.path.join(info.uri, MODEL_FILE)
     data = open(path, "rb").read()
-    assert info.manifest["files"][MODEL_FILE] == {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    assert len(data) > 3 * 4 * 1024 * 1024
+    assert info.manifest["files"][MODEL_FILE] == {"sha256_pieces": pieces_digest(data), "piece_size": 4 * 1024 * 1024,
+                                                  "size": len(data)}
+    assert info.manifest["files"]["empty.bin"]["sha256_pieces"] == pieces_digest(b"")
     loaded = torch.load(path, weights_only=True)
     assert all(torch.equal(loaded[k], v) for k, v in state.items())
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_piece_digest_does_not_depend_on_how_the_bytes_arrive(seed):
+    import random
+
+    from airflow_mlops.checkpoints import digest
+
+    rng = random.Random(seed)
+    data = rng.randbytes(3 * digest.PIECE_SIZE + 12345)
+    hasher = digest.PieceHasher()
+    pos = 0
+    while pos < len(data):
+        size = rng.choice([1, 100, 5000, digest.PARALLEL_MIN, digest.PIECE_SIZE - 3, 2 * digest.PIECE_SIZE + 7])
+        part = data[pos:pos + size]
+        if len(part) >= digest.PARALLEL_MIN:
+            hasher.update_while(part, lambda: None)
+        else:
+            hasher.update(part)
+        pos += len(part)
+    assert hasher.size == len(data) and hasher.hexdigest() == pieces_digest(data)
+    assert digest.of_bytes(data)["sha256_pieces"] == pieces_digest(data)
+
+
+def test_first_format_manifests_with_plain_sha256_still_verify(tmp_path):
+    import hashlib
+
+    manager = CheckpointManager(str(tmp_path))
+    info = save(manager, 1)
+    manifest = dict(info.manifest, format="airflow-mlops-checkpoint/1")
+    for rel in manifest["files"]:
+        data = open(os.path.join(info.uri, *rel.split("/")), "rb").read()
+        manifest["files"][rel] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    (tmp_path / "step-0000000001" / MANIFEST_NAME).write_text(json.dumps(manifest))
+    assert manager.verify(manager.latest(verify=False)).step == 1
+    path = os.path.join(info.uri, MODEL_FILE)
+    data = bytearray(open(path, "rb").read())
+    data[10] ^= 0x80
+    open(path, "wb").write(bytes(data))
+    with pytest.raises(CheckpointCorruptError, match="sha256 "):
+        manager.verify(manager.latest(verify=False))
 
 
 def test_checkpoint_files_skip_the_zip_crc_and_leave_the_setting_alone(tmp_path):
