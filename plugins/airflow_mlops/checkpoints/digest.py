@@ -38,6 +38,15 @@ def _pool() -> ThreadPoolExecutor:
         return _pool_instance
 
 
+def _forget_pool_in_child() -> None:
+    # A forked child (a DataLoader worker, say) has the pool object but none of its threads.
+    global _pool_instance, _pool_lock
+    _pool_instance, _pool_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pool_in_child)
+
+
 def _piece_digest(view: memoryview) -> bytes:
     return hashlib.sha256(view).digest()
 

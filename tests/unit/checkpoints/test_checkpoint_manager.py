@@ -351,3 +351,16 @@ def test_checkpoints_of_an_earlier_process_are_flushed_before_retention_deletes(
     # Step 2 came from the earlier manager: it is flushed now, before step 1 goes.
     assert later.uri_for(2) in flushed and later.is_durable(later.uri_for(2))
     assert [i.step for i in later.committed()] == [2, 3]
+
+
+def test_digests_work_in_a_forked_child(tmp_path):
+    # The hashing pool's threads do not survive fork (DataLoader workers): a child builds its own.
+    import multiprocessing
+
+    from airflow_mlops.checkpoints import digest
+
+    data = os.urandom(2 * digest.PIECE_SIZE + 5)
+    expected = digest.of_bytes(data)  # the pool exists in this process now
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:
+        assert pool.apply(digest.of_bytes, (data,)) == expected
