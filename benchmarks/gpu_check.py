@@ -37,23 +37,6 @@ from airflow_mlops.training.launcher import TorchrunLauncher, child_env, free_po
 HIDDEN = [512, 256]
 
 
-def bare_loop_on_device() -> str:
-    """The bench's bare DDP loop, moved to this process's GPU when there is one."""
-    src = BARE_LOOP.replace('dist.init_process_group("gloo")', (
-        'dev = torch.device("cuda", int(os.environ["LOCAL_RANK"])) if torch.cuda.is_available() '
-        'else torch.device("cpu")\n'
-        'if dev.type == "cuda":\n    torch.cuda.set_device(dev)\n'
-        'dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")'))
-    src = src.replace("model = DistributedDataParallel(nn.Sequential(*layers, nn.Linear(width, 1)))",
-                      "model = DistributedDataParallel(nn.Sequential(*layers, nn.Linear(width, 1)).to(dev))")
-    src = src.replace("loss = loss_fn(model(x[idx]).squeeze(1), y[idx])",
-                      "loss = loss_fn(model(x[idx].to(dev)).squeeze(1), y[idx].to(dev))")
-    src = src.replace("duration = time.perf_counter() - start",
-                      "if dev.type == 'cuda':\n    torch.cuda.synchronize()\nduration = time.perf_counter() - start")
-    assert src.count("dev") >= 6, "the bare loop changed; update bare_loop_on_device"
-    return src
-
-
 def config(root: Path, name: str, data, *, epochs: int, nproc: int, strategy: str = "ddp") -> TrainingConfig:
     return TrainingConfig(dataset=data, checkpoint_dir=str(root / name / "ckpt"), output_dir=str(root / name / "out"),
                           epochs=epochs, batch_size=1024, nproc_per_node=nproc, log_every_n_steps=100,
@@ -93,7 +76,7 @@ def main() -> int:
         root = Path(tmp)
         data = make_data(root, args.rows, 16)
         script = root / "bare_loop.py"
-        script.write_text(bare_loop_on_device())
+        script.write_text(BARE_LOOP)
 
         # (1) + (2): the launcher and the bare loop, alternating, several times.
         ours, bare, per_ckpt = [], [], []

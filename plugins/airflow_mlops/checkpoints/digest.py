@@ -83,10 +83,13 @@ class PieceHasher:
         """
         Hash ``data`` on the pool, its whole pieces side by side, while ``io()`` runs on this thread (the write
         of these same bytes, or the read of the next ones); returns ``io()``'s result once both are done.
-        ``data`` is only read until this returns.
+        ``data`` is only read until this returns. Data under ``PARALLEL_MIN`` is hashed on this thread.
         """
         view = _as_bytes_view(data)
         n, size = view.nbytes, self.piece_size
+        if n < PARALLEL_MIN:
+            self.update(view)
+            return io() if io is not None else None
         pool = _pool()
         plan: list[tuple[str, int, Future[Any], Any]] = []
         pos = 0
@@ -135,10 +138,7 @@ def entry(hasher: PieceHasher) -> dict[str, Any]:
 
 def of_bytes(data: Any, piece_size: int = PIECE_SIZE) -> dict[str, Any]:
     hasher = PieceHasher(piece_size)
-    if memoryview(data).nbytes >= PARALLEL_MIN:
-        hasher.update_while(data)
-    else:
-        hasher.update(data)
+    hasher.update_while(data)
     return entry(hasher)
 
 

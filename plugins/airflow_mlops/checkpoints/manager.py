@@ -52,9 +52,6 @@ def _without_zip_crc() -> Iterator[None]:
     """
     import torch.serialization as ser
 
-    if not hasattr(ser, "set_crc32_options"):
-        yield
-        return
     with _zip_crc_lock:
         previous = ser.get_crc32_options()
         ser.set_crc32_options(False)
@@ -95,12 +92,16 @@ class StagedCheckpoint:
         self.digests[name] = writer.entry()
 
     def save_bytes(self, name: str, data: bytes) -> None:
+        self.write_unlisted(name, data)
+        self.digests[name] = digest.of_bytes(data)
+
+    def write_unlisted(self, name: str, data: bytes) -> None:
+        """Write a file the manifest does not list (the manifest itself)."""
         path = self.path(name)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "wb") as fh:
             fh.write(data)
             self._finish(fh)
-        self.digests[name] = digest.of_bytes(data)
 
     def _finish(self, fh: Any) -> None:
         fh.flush()
@@ -191,8 +192,7 @@ class CheckpointManager:
         return CheckpointInfo(uri=final, step=staged.step, manifest=manifest)
 
     def _commit_local(self, staged: StagedCheckpoint, manifest_bytes: bytes, final: str) -> None:
-        staged.save_bytes(mf.MANIFEST_NAME, manifest_bytes)
-        staged.digests.pop(mf.MANIFEST_NAME)
+        staged.write_unlisted(mf.MANIFEST_NAME, manifest_bytes)
         if staged.sync:
             for dirpath, _dirs, _names in os.walk(staged.dir):
                 mf.fsync_dir(dirpath)
@@ -231,7 +231,7 @@ class CheckpointManager:
                             "from the previous checkpoint.")
                 ) from exc
             finally:
-                if self._flushes.get(uri) is future and future.done():
+                if self._flushes.get(uri) is future:
                     del self._flushes[uri]
             self._durable.add(uri)
 

@@ -44,10 +44,7 @@ class HashingWriter:
         self._hasher = digest.PieceHasher()
 
     def write(self, data: Any) -> int:
-        if memoryview(data).nbytes >= digest.PARALLEL_MIN:
-            return self._hasher.update_while(data, lambda: self._fh.write(data))  # type: ignore[return-value]
-        self._hasher.update(data)
-        return self._fh.write(data)
+        return self._hasher.update_while(data, lambda: self._fh.write(data))  # type: ignore[return-value]
 
     def flush(self) -> None:
         self._fh.flush()

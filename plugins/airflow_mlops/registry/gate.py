@@ -7,11 +7,7 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 
 from airflow_mlops.exceptions import MlopsConfigurationError, explain
-
-
-class Mode(StrEnum):
-    MAX = "max"
-    MIN = "min"
+from airflow_mlops.training.config import MonitorMode
 
 
 class FirstModelPolicy(StrEnum):
@@ -32,16 +28,16 @@ class GatePolicy:
     """
 
     metric: str = "auc"
-    mode: Mode = Mode.MAX
+    mode: MonitorMode = MonitorMode.MAX
     thresholds: dict[str, float] = field(default_factory=dict)
     min_improvement: float = 0.0
     first_model: FirstModelPolicy = FirstModelPolicy.PROMOTE_IF_THRESHOLDS
-    threshold_modes: dict[str, Mode] = field(default_factory=dict)
+    threshold_modes: dict[str, MonitorMode] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "mode", Mode(self.mode))
+        object.__setattr__(self, "mode", MonitorMode(self.mode))
         object.__setattr__(self, "first_model", FirstModelPolicy(self.first_model))
-        object.__setattr__(self, "threshold_modes", {k: Mode(v) for k, v in self.threshold_modes.items()})
+        object.__setattr__(self, "threshold_modes", {k: MonitorMode(v) for k, v in self.threshold_modes.items()})
         if not self.metric:
             raise MlopsConfigurationError(explain("Gate metric is empty", expected="a metric name such as 'auc'",
                                                   received=self.metric))
@@ -55,12 +51,12 @@ class GatePolicy:
     def from_dict(cls, d: dict | None) -> GatePolicy:
         return cls(**(d or {}))
 
-    def mode_for(self, metric: str) -> Mode:
+    def mode_for(self, metric: str) -> MonitorMode:
         if metric in self.threshold_modes:
             return self.threshold_modes[metric]
         if metric == self.metric:
             return self.mode
-        return Mode.MIN if any(s in metric for s in ("loss", "error", "rmse", "mae", "brier")) else Mode.MAX
+        return MonitorMode.MIN if any(s in metric for s in ("loss", "error", "rmse", "mae", "brier")) else MonitorMode.MAX
 
 
 @dataclass(frozen=True)
@@ -84,11 +80,11 @@ def decide(challenger: dict[str, float], champion: dict[str, float] | None, poli
     for metric, limit in sorted(policy.thresholds.items()):
         value = challenger.get(metric)
         mode = policy.mode_for(metric)
-        ok = not _bad(value) and (value >= limit if mode is Mode.MAX else value <= limit)
+        ok = not _bad(value) and (value >= limit if mode is MonitorMode.MAX else value <= limit)
         checks.append({"check": "threshold", "metric": metric, "value": value, "limit": limit,
                        "mode": mode.value, "passed": ok})
         if not ok:
-            op = ">=" if mode is Mode.MAX else "<="
+            op = ">=" if mode is MonitorMode.MAX else "<="
             failures.append(f"{metric}={value} is not {op} {limit}")
     value = challenger.get(policy.metric)
     if _bad(value):
@@ -107,7 +103,7 @@ def decide(challenger: dict[str, float], champion: dict[str, float] | None, poli
         checks.append({"check": "champion", "metric": policy.metric, "value": value, "champion": best,
                        "passed": True, "note": "champion has no valid metric"})
     elif not _bad(value):
-        if policy.mode is Mode.MAX:
+        if policy.mode is MonitorMode.MAX:
             required = best + abs(best) * policy.min_improvement
             ok = value > required if policy.min_improvement > 0 else value >= required
         else:
@@ -119,7 +115,7 @@ def decide(challenger: dict[str, float], champion: dict[str, float] | None, poli
             failures.append(
                 f"{policy.metric}={value:.4f} does not beat champion {best:.4f} "
                 f"(required {'>' if policy.min_improvement > 0 else '>='} {required:.4f})"
-                if policy.mode is Mode.MAX
+                if policy.mode is MonitorMode.MAX
                 else f"{policy.metric}={value:.4f} does not beat champion {best:.4f} (required <= {required:.4f})"
             )
     if failures:
