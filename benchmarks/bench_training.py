@@ -2,7 +2,8 @@
 
     python benchmarks/bench_training.py --out benchmarks/results/training.json [--quick]
 
-(a) samples/s of the same DDP loop through TorchrunLauncher vs a bare script under torchrun;
+(a) samples/s of the same DDP loop through TorchrunLauncher vs a bare script under torchrun (the bare loop,
+    like the runtime, uses the GPU with nccl where there is one, else the CPU with gloo);
 (b) checkpoint save MB/s vs raw torch.save to the same disk, and S3 commit vs raw boto3 upload_file to the
     same moto endpoint;
 (c) training stall per checkpoint with sync vs async (background) saves.
@@ -40,7 +41,10 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data.distributed import DistributedSampler
 
 train_uri, features, epochs, batch_size, hidden, out = sys.argv[1], sys.argv[2].split(","), int(sys.argv[3]), int(sys.argv[4]), [int(h) for h in sys.argv[5].split(",")], sys.argv[6]
-dist.init_process_group("gloo")
+dev = torch.device("cuda", int(os.environ["LOCAL_RANK"])) if torch.cuda.is_available() else torch.device("cpu")
+if dev.type == "cuda":
+    torch.cuda.set_device(dev)
+dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
 rank, world = dist.get_rank(), dist.get_world_size()
 df = pd.read_csv(train_uri)
 x = torch.tensor(df[features].to_numpy(), dtype=torch.float32)
@@ -50,7 +54,7 @@ layers, width = [], x.shape[1]
 for h in hidden:
     layers += [nn.Linear(width, h), nn.ReLU()]
     width = h
-model = DistributedDataParallel(nn.Sequential(*layers, nn.Linear(width, 1)))
+model = DistributedDataParallel(nn.Sequential(*layers, nn.Linear(width, 1)).to(dev))
 opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
 loss_fn = nn.BCEWithLogitsLoss()
 steps = math.ceil(math.ceil(len(x) / world) / batch_size)
@@ -62,10 +66,12 @@ for epoch in range(epochs):
     for b in range(steps):
         idx = order[b * batch_size:(b + 1) * batch_size]
         opt.zero_grad(set_to_none=True)
-        loss = loss_fn(model(x[idx]).squeeze(1), y[idx])
+        loss = loss_fn(model(x[idx].to(dev)).squeeze(1), y[idx].to(dev))
         loss.backward()
         opt.step()
         samples += len(idx) * world
+if dev.type == "cuda":
+    torch.cuda.synchronize()
 duration = time.perf_counter() - start
 if rank == 0:
     torch.save(model.module.state_dict(), out + ".pt")
@@ -292,7 +298,7 @@ def main() -> int:
         for name in ("launcher", "disk", "s3", "async"):
             (root / name).mkdir()
         t0 = time.perf_counter()
-        results["launcher"] = bench_launcher(root / "launcher", repeats=2 if quick else 3,
+        results["launcher"] = bench_launcher(root / "launcher", repeats=2 if quick else 5,
                                              rows=20_000 if quick else 40_000, epochs=2 if quick else 3)
         results["checkpoint_disk"] = bench_checkpoint_disk(root / "disk", repeats=3 if quick else 5,
                                                            params_millions=4 if quick else 12)
