@@ -32,7 +32,14 @@ install: $(STAMP)
 $(MLOPS_DATA_DIR)/rainfall/rainfall.parquet: include/datasets/build_rainfall.py | $(STAMP)
 	$(PY) include/datasets/build_rainfall.py --out $@
 
-data: $(MLOPS_DATA_DIR)/rainfall/rainfall.parquet
+$(MLOPS_DATA_DIR)/digits/digits.parquet: include/datasets/build_digits.py | $(STAMP)
+	$(PY) include/datasets/build_digits.py --out $@
+
+$(MLOPS_DATA_DIR)/diabetes/diabetes.parquet: include/datasets/build_diabetes.py | $(STAMP)
+	$(PY) include/datasets/build_diabetes.py --out $@
+
+data: $(MLOPS_DATA_DIR)/rainfall/rainfall.parquet $(MLOPS_DATA_DIR)/digits/digits.parquet \
+      $(MLOPS_DATA_DIR)/diabetes/diabetes.parquet
 
 $(AIRFLOW_HOME)/airflow.db: | $(STAMP)
 	mkdir -p $(AIRFLOW_HOME) $(MLOPS_MLFLOW_DIR)
@@ -41,7 +48,7 @@ $(AIRFLOW_HOME)/airflow.db: | $(STAMP)
 demo: install data $(AIRFLOW_HOME)/airflow.db
 	mkdir -p $(MLOPS_MLFLOW_DIR)
 	airflow dags test train_pipeline --conf '$(or $(CONF),{})' > $(AIRFLOW_HOME)/demo.log 2>&1; \
-	  rc=$$?; grep -E "Window |Suite |\[rank0\] (Training|epoch [0-9]+/[0-9]+ done|Committed)|Challenger|Registered|Alias|Gate rejected|ERROR|DagRun Finished" $(AIRFLOW_HOME)/demo.log \
+	  rc=$$?; grep -E "Window |Suite |\[rank0\] (Training|epoch [0-9]+/[0-9]+ done|Committed)|evaluation on|Registered|Alias|Gate rejected|ERROR|DagRun Finished" $(AIRFLOW_HOME)/demo.log \
 	  | sed -E -e 's/ +\[(airflow|task)[^]]*\] +loc=.*$$//' -e 's/^[0-9T:.-]+Z +//' | cut -c1-220; \
 	  if [ $$rc -ne 0 ]; then tail -40 $(AIRFLOW_HOME)/demo.log; exit $$rc; fi
 	$(PY) include/scripts/demo_summary.py

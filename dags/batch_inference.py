@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import pendulum
-from airflow.sdk import DAG, Param, chain
+from pathlib import Path
 
-from airflow_mlops.operators.data import PrepareWindowOperator
-from airflow_mlops.operators.inference import BatchInferenceOperator
-from airflow_mlops.reference.rainfall import (
-    DATA_DIR,
-    FEATURES,
-    MODEL_NAME,
-    PREDICTIONS_ASSET,
-    PRODUCTION_ASSET,
-    SOURCE_URI,
-)
+from airflow_mlops.lifecycle import batch_inference_dag
+from airflow_mlops.spec import load_pipeline
+
+PROJECT = Path(__file__).resolve().parents[1]
+RAINFALL = load_pipeline(PROJECT / "include" / "pipelines" / "rainfall.json", PROJECT)
 
 DOC = """
 ### batch_inference
@@ -24,43 +18,4 @@ model version that made them (`model_version` column). Runs whenever `production
 promotion or rollback) and on demand with a Params form.
 """
 
-with DAG(
-    dag_id="batch_inference",
-    description="Score new data with models:/rainfall@production",
-    schedule=[PRODUCTION_ASSET],
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    doc_md=DOC,
-    tags=["mlops", "inference"],
-    params={
-        "source_uri": Param(SOURCE_URI, type="string", title="Source table"),
-        "window_start": Param("1959-01-01", type="string", format="date", title="First day to score"),
-        "window_end": Param("1959-03-31", type="string", format="date", title="Last day to score"),
-        "alias": Param("production", type="string", enum=["production", "staging", "champion"], title="Alias"),
-    },
-) as dag:
-    batch = PrepareWindowOperator(
-        task_id="prepare_batch",
-        source_uri="{{ params.source_uri }}",
-        time_column="date",
-        key_column="day",
-        start="{{ params.window_start }}",
-        end="{{ params.window_end }}",
-        holdout_fraction=0.0,
-        min_rows=1,
-        output_dir=f"{DATA_DIR}/inference/{{{{ run_id | replace(':', '_') | replace('+', '_') }}}}",
-        multiple_outputs=True,
-    )
-    score = BatchInferenceOperator(
-        task_id="score",
-        model_name=MODEL_NAME,
-        alias="{{ params.alias }}",
-        input_uri=batch.output["train_uri"],
-        output_uri=f"{DATA_DIR}/predictions/{{{{ run_id | replace(':', '_') | replace('+', '_') }}}}/predictions.csv",
-        feature_columns=FEATURES,
-        passthrough_columns=["day", "date"],
-        outlets=[PREDICTIONS_ASSET],
-    )
-
-    chain(batch, score)
+dag = batch_inference_dag(RAINFALL, dag_id="batch_inference", doc=DOC, passthrough=["day", "date"])

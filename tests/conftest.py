@@ -51,6 +51,26 @@ def rainfall_source() -> str:
     return str(out)
 
 
+def _built(name: str) -> str:
+    out = Path(os.environ["MLOPS_DATA_DIR"]) / name / f"{name}.parquet"
+    if not out.exists():
+        subprocess.run([sys.executable, str(REPO / "include" / "datasets" / f"build_{name}.py"), "--out", str(out)],
+                       check=True)
+    return str(out)
+
+
+@pytest.fixture(scope="session")
+def digits_source() -> str:
+    """scikit-learn's bundled 8x8 digits as the multiclass reference table (numeric batches 1..18)."""
+    return _built("digits")
+
+
+@pytest.fixture(scope="session")
+def diabetes_source() -> str:
+    """scikit-learn's bundled diabetes progression as the regression reference table (numeric batches 1..11)."""
+    return _built("diabetes")
+
+
 @pytest.fixture(scope="session")
 def mlflow_srv(tmp_path_factory: pytest.TempPathFactory) -> MlflowServer:
     """One `mlflow server` for the whole session (tests that do not depend on what others registered)."""

@@ -11,6 +11,9 @@ def main(model_name: str = "rainfall") -> int:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
+    from airflow_mlops.lineage import TAG_PREFIX
+    from airflow_mlops.registry import tags
+
     conn = json.loads(os.environ["AIRFLOW_CONN_MLFLOW_DEFAULT"])
     tracking_uri = (conn.get("extra") or {}).get("tracking_uri") or conn.get("host")
     client = MlflowClient(tracking_uri=tracking_uri)
@@ -26,13 +29,14 @@ def main(model_name: str = "rainfall") -> int:
     print(f"Model        : {model_name}")
     print(f"Version      : {mv.version}   aliases: {', '.join(sorted(model.aliases)) or '-'}")
     print(f"  champion   -> version {model.aliases.get('champion')}")
-    metrics = {k[5:]: v for k, v in sorted(mv.tags.items()) if k.startswith("eval.") and k != "eval.dataset_digest"}
-    print("Metrics      : " + ", ".join(f"{k}={float(v):.4f}" for k, v in metrics.items()))
-    print(f"Gate         : {mv.tags.get('mlops.gate.reason', '-')}")
+    metrics = tags.metrics_from_tags(mv.tags)
+    print(f"Task         : {mv.tags.get(tags.TASK, '-')}")
+    print("Metrics      : " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()) if k != "rows"))
+    print(f"Gate         : {mv.tags.get(tags.REASON, '-')}")
     print("Lineage      :")
     for key in sorted(mv.tags):
-        if key.startswith("lineage.") and key != "lineage.data.schema":
-            print(f"  {key[8:]:<28} {mv.tags[key][:90]}")
+        if key.startswith(TAG_PREFIX) and key != f"{TAG_PREFIX}data.schema":
+            print(f"  {key[len(TAG_PREFIX):]:<28} {mv.tags[key][:90]}")
     print(f"MLflow run   : {mv.run_id}")
     print(f"Tracking URI : {tracking_uri}")
     print("Look in MLflow: make up (UI on http://127.0.0.1:5000), Models > "

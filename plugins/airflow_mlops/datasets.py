@@ -1,12 +1,15 @@
-"""Tables on local disk or S3: read, write, digest, and cut time windows with a deterministic holdout."""
+"""Tables on local disk or S3: read, write, digest, and cut typed time windows with a deterministic holdout."""
 
 from __future__ import annotations
 
 import hashlib
 import io
+import math
+import numbers
 import os
+import re
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from airflow_mlops.exceptions import MlopsConfigurationError, StorageError, explain
 from airflow_mlops.hooks.storage import Storage, get_storage
@@ -66,27 +69,232 @@ def holdout_mask(keys: pd.Series, fraction: float, seed: int = 0):
     return h.astype("float64") / 2**32 < fraction
 
 
+TIME_TYPES = ("auto", "date", "numeric")
+_DATE_ONLY = re.compile(r"^\s*\d{4}-\d{2}-\d{2}\s*$")
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def _check_time_type(time_type: str) -> None:
+    if time_type not in TIME_TYPES:
+        raise MlopsConfigurationError(
+            explain("Unknown time_type", expected=f"one of {TIME_TYPES}", received=time_type)
+        )
+
+
+def _numeric_bound(value: Any) -> int | float | None:
+    """A bound as a number (``2``, ``"2"``, ``"2.5"``), or None when it is not one."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return None if math.isnan(value) else float(value)
+    text = str(value).strip()
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        out = float(text)
+    except ValueError:
+        return None
+    return None if math.isnan(out) else out
+
+
+def _date_bound(value: Any, end: bool = False):
+    """A bound as a ``pd.Timestamp``, or None when it is not a date; an end given as a date covers its whole day."""
+    import datetime as dt
+
+    import pandas as pd
+
+    if isinstance(value, numbers.Real):  # bool included: a number is no date
+        return None
+    day_only = (isinstance(value, dt.date) and not isinstance(value, dt.datetime)) or bool(
+        isinstance(value, str) and _DATE_ONLY.match(value))
+    try:
+        ts = pd.Timestamp(value.strip() if isinstance(value, str) else value)
+    except (ValueError, TypeError):
+        return None
+    if ts is pd.NaT:
+        return None
+    if end and day_only:
+        ts = ts + pd.Timedelta(days=1) - pd.Timedelta(1, "ns")
+    return ts
+
+
+def _bounds_kind(start: Any, end: Any, time_type: str) -> str | None:
+    """What two bounds alone say about the window's type: ``numeric``, ``date`` or None (the column decides)."""
+    if time_type != "auto":
+        return time_type
+    if _numeric_bound(start) is not None and _numeric_bound(end) is not None:
+        return "numeric"
+    if _date_bound(start) is not None and _date_bound(end) is not None:
+        return "date"
+    return None
+
+
+def _typed_bound(value: Any, kind: str, column: str, dtype: Any, *, end: bool = False) -> Any:
+    if value is None:
+        return None
+    out = _numeric_bound(value) if kind == "numeric" else _date_bound(value, end=end)
+    if out is None:
+        expected = "a number (e.g. 2 or '2.5')" if kind == "numeric" else "an ISO date or datetime (e.g. '2000-01-31')"
+        raise MlopsConfigurationError(
+            explain(f"Window bound does not fit the {kind} time column {column!r} (dtype {dtype})",
+                    expected=expected, received=value,
+                    hint="give bounds of the column's type, or set time_type ('auto', 'date', 'numeric').")
+        )
+    return out
+
+
+def _align_tz(bound: Any, values: pd.Series) -> Any:
+    """Compare like with like: a naive bound takes an aware column's zone; an aware bound on a naive column is UTC."""
+    if bound is None:
+        return None
+    tz = getattr(values.dt, "tz", None)
+    if tz is not None and bound.tzinfo is None:
+        return bound.tz_localize(tz)
+    if tz is None and bound.tzinfo is not None:
+        return bound.tz_convert("UTC").tz_localize(None)
+    return bound
+
+
+def _parse_dates(series: pd.Series) -> pd.Series | None:
+    """ISO date strings (or date objects) as timestamps; mixed UTC offsets compare in UTC; None when unparseable."""
+    import warnings
+
+    import pandas as pd
+    from pandas.api import types as ptypes
+
+    for utc in (False, True):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                values = pd.to_datetime(series, format="ISO8601", errors="coerce", utc=utc)
+        except (ValueError, TypeError, OverflowError):
+            continue
+        if ptypes.is_datetime64_any_dtype(values.dtype):
+            return values
+    return None
+
+
+def _column_values(series: pd.Series, time_type: str) -> tuple[pd.Series, str]:
+    """The time column typed (numbers or timestamps) and its kind; anything else is refused."""
+    import pandas as pd
+    from pandas.api import types as ptypes
+
+    column, dtype = series.name, series.dtype
+    kind = time_type
+    if time_type == "auto":
+        if ptypes.is_bool_dtype(dtype):
+            kind = "invalid"
+        elif ptypes.is_numeric_dtype(dtype):
+            kind = "numeric"
+        else:
+            kind = "date"
+    if kind == "numeric":
+        if ptypes.is_numeric_dtype(dtype) and not ptypes.is_bool_dtype(dtype):
+            return series, kind
+        textual = ptypes.is_object_dtype(dtype) or ptypes.is_string_dtype(dtype)
+        values = pd.to_numeric(series, errors="coerce") if textual else None
+        if values is not None and not (values.isna() & series.notna()).any():
+            return values, kind
+    elif kind == "date":
+        if ptypes.is_datetime64_any_dtype(dtype):
+            return series, kind
+        if ptypes.is_object_dtype(dtype) or ptypes.is_string_dtype(dtype):
+            values = _parse_dates(series)
+            if values is not None and not (values.isna() & series.notna()).any():
+                return values, kind
+    bad = series.dropna().head(3).tolist()
+    raise MlopsConfigurationError(
+        explain(f"Time column {column!r} (dtype {dtype}) cannot be compared as a window's time",
+                expected="datetime or date values, ISO date strings, or numbers (time_type "
+                         f"{time_type!r})",
+                received=f"values such as {bad}",
+                hint="convert the column, or set time_type to 'date' or 'numeric' to say how to read it.")
+    )
+
+
+def typed_bounds(series: pd.Series, start: Any, end: Any, time_type: str = "auto") -> tuple[pd.Series, Any, Any]:
+    """
+    The time column and the window bounds typed alike, so they compare as time or numbers, never as text.
+
+    Returns ``(values, start, end)``: ``values`` is the column as numbers or timestamps (same index), the bounds
+    as numbers or ``pd.Timestamp`` (either may be None to leave that side open). ``time_type`` ``auto`` infers
+    the type from the column's dtype (object columns parse as ISO dates, every value must parse), ``date`` or
+    ``numeric`` forces it. An end bound given as a date (no time) covers its whole day. Raises
+    :class:`MlopsConfigurationError` for a bound that does not fit the column, or a start after the end.
+    Use ``(values >= start) & (values <= end)`` for the inclusive window, ``values < start`` for older rows.
+    """
+    _check_time_type(time_type)
+    values, kind = _column_values(series, time_type)
+    column, dtype = series.name, series.dtype
+    lo = _typed_bound(start, kind, column, dtype)
+    hi = _typed_bound(end, kind, column, dtype, end=True)
+    if kind == "date":
+        lo, hi = _align_tz(lo, values), _align_tz(hi, values)
+    if lo is not None and hi is not None and lo > hi:
+        raise MlopsConfigurationError(
+            explain("Window start is after its end", expected="start <= end",
+                    received=f"{start} > {end} (compared as {kind} on column {column!r})",
+                    hint="swap the data window Params.")
+        )
+    return values, lo, hi
+
+
+def _describe(value: Any) -> str:
+    """A typed value for messages: dates without a time as ``YYYY-MM-DD``, numbers as they are."""
+    import pandas as pd
+
+    if isinstance(value, pd.Timestamp):
+        if value is pd.NaT:
+            return "NaT"
+        return value.date().isoformat() if value == value.normalize() else value.isoformat()
+    return str(value)
+
+
+def window_file_name(start: Any, end: Any) -> str:
+    """``<start>_<end>`` for window files, made safe for any bound: only ``[A-Za-z0-9_.-]``."""
+    return _SAFE_NAME.sub("_", f"{start}_{end}").strip("._") or "window"
+
+
 @dataclass(frozen=True)
 class WindowSpec:
-    """A time window of a source table and how to split it into training and holdout rows."""
+    """
+    A time window of a source table and how to split it into training and holdout rows.
+
+    ``start`` and ``end`` are inclusive and compared with ``time_column`` as what it is (see :func:`typed_bounds`):
+    timestamps for datetime, date and ISO-date columns, numbers for numeric columns; ``time_type`` is ``auto``,
+    ``date`` or ``numeric``.
+    """
 
     source_uri: str
     time_column: str
-    start: str
-    end: str
+    start: Any
+    end: Any
     key_column: str | None = None
     holdout_fraction: float = 0.2
     min_rows: int = 1
+    time_type: str = "auto"
 
     def __post_init__(self) -> None:
+        _check_time_type(self.time_type)
         if not (0.0 <= self.holdout_fraction < 1.0):
             raise MlopsConfigurationError(
                 explain("holdout_fraction out of range", expected="0 <= fraction < 1", received=self.holdout_fraction)
             )
-        if str(self.start) > str(self.end):
+        kind = _bounds_kind(self.start, self.end, self.time_type)
+        if kind is None:
+            return  # the column's type decides, when the window is cut
+        lo = _numeric_bound(self.start) if kind == "numeric" else _date_bound(self.start)
+        hi = _numeric_bound(self.end) if kind == "numeric" else _date_bound(self.end, end=True)
+        if lo is None or hi is None or (kind == "date" and (lo.tzinfo is None) != (hi.tzinfo is None)):
+            return  # judged on the column's values when the window is cut
+        if lo > hi:
             raise MlopsConfigurationError(
                 explain("Window start is after its end", expected="start <= end",
-                        received=f"{self.start} > {self.end}", hint="swap the data window Params.")
+                        received=f"{self.start} > {self.end} (compared as {kind})", hint="swap the data window Params.")
             )
 
 
@@ -107,9 +315,20 @@ class WindowResult:
         return asdict(self)
 
 
-def cut_window(spec: WindowSpec, out_dir: str, storage: Storage | None = None, fmt: str = "csv") -> WindowResult:
-    """Cut ``[start, end]`` (inclusive, compared as strings: ISO dates) out of the source into ``out_dir``."""
-    src_storage = get_storage(spec.source_uri)
+def cut_window(
+    spec: WindowSpec,
+    out_dir: str,
+    storage: Storage | None = None,
+    fmt: str = "csv",
+    source_storage: Storage | None = None,
+) -> WindowResult:
+    """
+    Cut ``[start, end]`` (inclusive, typed: see :func:`typed_bounds`) out of the source into ``out_dir``.
+
+    ``source_storage`` reads the source and ``storage`` writes the window files (default: from each path, with
+    the environment's credentials for s3://); operators pass their connection's storage for both.
+    """
+    src_storage = source_storage or get_storage(spec.source_uri)
     if not src_storage.exists(spec.source_uri):
         raise StorageError(
             explain("Source table not found", expected="an existing CSV or Parquet file", received=spec.source_uri,
@@ -122,16 +341,16 @@ def cut_window(spec: WindowSpec, out_dir: str, storage: Storage | None = None, f
             explain("Time column missing from source table", expected=spec.time_column,
                     received=sorted(src.columns))
         )
-    t = src[spec.time_column].astype(str)
-    window = src[(t >= str(spec.start)) & (t <= str(spec.end))].reset_index(drop=True)
+    t, lo, hi = typed_bounds(src[spec.time_column], spec.start, spec.end, spec.time_type)
+    window = src[((t >= lo) & (t <= hi)).to_numpy()].reset_index(drop=True)
     if len(window) < spec.min_rows:
         raise MlopsConfigurationError(
             explain("Data window holds too few rows", expected=f">= {spec.min_rows} rows",
                     received=f"{len(window)} rows between {spec.start} and {spec.end}",
-                    hint=f"the source covers {t.min()} to {t.max()}.")
+                    hint=f"the source's {spec.time_column!r} covers {_describe(t.min())} to {_describe(t.max())}.")
         )
     storage = storage or get_storage(out_dir)
-    name = f"{spec.start}_{spec.end}"
+    name = window_file_name(spec.start, spec.end)
     sep = "/" if out_dir.startswith("s3://") else os.sep
     train_uri = f"{out_dir.rstrip('/')}{sep}train_{name}.{fmt}"
     holdout_uri = None

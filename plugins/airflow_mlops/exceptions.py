@@ -67,6 +67,10 @@ class LineageIncompleteError(RegistryError, ValueError):
         )
 
 
+class ModelOutputError(MlopsError, ValueError):
+    """A model's output (or the targets it is scored against) does not fit the declared learning task."""
+
+
 class PromotionRejectedError(RegistryError):
     """The promotion gate rejected a challenger; no alias was moved."""
 

@@ -108,7 +108,11 @@ def check_complete(record: LineageRecord, required: tuple[str, ...] = REQUIRED_F
 
 
 def git_info(path: str | None = None) -> dict[str, Any]:
-    """Commit and dirty flag of the checkout that holds ``path``; from MLOPS_GIT_COMMIT in an image."""
+    """
+    Commit and dirty flag of the repository that holds ``path`` (the DAG file that defined the model: the
+    user's code, not this package), from MLOPS_GIT_COMMIT in an image. Untracked files count as dirty: a
+    model factory that was never committed is code nobody can check out again.
+    """
     if os.environ.get("MLOPS_GIT_COMMIT"):
         return {
             "git_commit": os.environ["MLOPS_GIT_COMMIT"],
@@ -116,15 +120,21 @@ def git_info(path: str | None = None) -> dict[str, Any]:
             "source": "environment",
         }
     cwd = path or os.path.dirname(os.path.abspath(__file__))
+    if os.path.isfile(cwd):
+        cwd = os.path.dirname(os.path.abspath(cwd))
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True, timeout=10
         ).stdout.strip()
         status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=normal"],
             cwd=cwd, capture_output=True, text=True, check=True, timeout=10,
         ).stdout.strip()
-        return {"git_commit": commit, "git_dirty": bool(status), "source": "git"}
+        root = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"], cwd=cwd, capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        return {"git_commit": commit, "git_dirty": bool(status), "source": "git", "repository": root,
+                "changed_files": len(status.splitlines())}
     except (OSError, subprocess.SubprocessError):
         return {"git_commit": None, "git_dirty": None, "source": "unavailable"}
 

@@ -49,12 +49,24 @@ def test_train_pipeline_registers_champion_with_lineage(airflow_db, mlflow_fresh
     assert {"lineage/packages.txt", "lineage/lineage.json"} <= artifacts
     packages = client.download_artifacts(mv.run_id, "lineage/packages.txt")
     assert "torch==" in Path(packages).read_text()
-    # The model loads back from the registry by alias and scores.
-    import mlflow.pytorch
+    assert tags["mlops.task"] == "binary"
+    # The version loads back through MLflow's pyfunc (rebuilt from weights, no pickle) and answers with the
+    # probability of rain; the module rebuilt by the package gives the same numbers.
+    import mlflow.pyfunc
+    import numpy as np
     import torch
 
-    model = mlflow.pytorch.load_model("models:/rainfall@champion", map_location="cpu")
-    assert model(torch.zeros(3, 8)).shape[0] == 3
+    from airflow_mlops.registry.packaging import load_registered
+
+    rows = pd.read_parquet(rainfall_source).head(5)
+    features = [c.name for c in mv_signature_inputs(client, mv)]
+    answer = mlflow.pyfunc.load_model("models:/rainfall@champion").predict(rows[features])
+    assert list(answer.columns) == ["probability", "prediction"]
+    module, meta = load_registered(client, "rainfall", mv.version)
+    with torch.no_grad():
+        direct = torch.sigmoid(module(torch.tensor(rows[features].to_numpy(dtype="float32")))).numpy().ravel()
+    assert np.allclose(answer["probability"].to_numpy(), direct, atol=1e-6)
+    assert meta.task == "binary" and meta.features == features
 
 
 def test_bad_batch_stops_pipeline_before_training(airflow_db, mlflow_fresh, rainfall_source):
@@ -78,3 +90,10 @@ def test_bad_batch_stops_pipeline_before_training(airflow_db, mlflow_fresh, rain
     assert bad_path.read_bytes() == original, "the original batch must stay untouched"
     quarantine = Path(os.environ["MLOPS_DATA_DIR"]) / "quarantine"
     assert any(quarantine.rglob("reason.json")), "the failing batch is quarantined with its reason"
+
+
+def mv_signature_inputs(client, mv):
+    """The input columns of the version's signature, as MLflow recorded them."""
+    from mlflow.models import get_model_info
+
+    return get_model_info(f"models:/{mv.name}/{mv.version}").signature.inputs.inputs

@@ -6,10 +6,12 @@ import threading
 import uuid
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from airflow_mlops.exceptions import LineageIncompleteError, RegistryError
 from airflow_mlops.lineage import LineageRecord
+from airflow_mlops.registry.packaging import PackagedModel
 from airflow_mlops.registry.service import RegistryService
 
 pytestmark = pytest.mark.integration
@@ -54,8 +56,12 @@ def _register(service: RegistryService, name: str, key: str, record: LineageReco
     exp = client.get_experiment_by_name("registry-tests") or client.get_experiment(
         client.create_experiment("registry-tests"))
     run = client.create_run(exp.experiment_id)
-    example = np.zeros((2, 3), dtype="float32")
-    return service.register(name, _model(), run.info.run_id, record or lineage(), key, example, ["torch==2.13.0"])
+    example = pd.DataFrame(np.zeros((2, 3), dtype="float32"), columns=["a", "b", "c"])
+    meta = PackagedModel(model_spec={"factory": "airflow_mlops.training.models:tabular_mlp",
+                                     "kwargs": {"in_features": 3, "hidden_sizes": [4]}},
+                         task="binary", features=["a", "b", "c"])
+    return service.register(name, _model(), run.info.run_id, record or lineage(), key, example, ["torch==2.13.0"],
+                            meta=meta)
 
 
 def test_retried_registration_leaves_one_version(service, model_name):

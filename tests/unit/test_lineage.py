@@ -60,3 +60,27 @@ def test_tags_are_strings_with_prefix():
 def test_round_trip():
     record = complete_record()
     assert LineageRecord.from_dict(record.to_dict()) == record
+
+
+def test_git_info_reads_the_repository_of_the_given_file_and_counts_untracked_files(tmp_path):
+    import subprocess
+
+    from airflow_mlops.lineage import git_info
+
+    repo = tmp_path / "team-dags"
+    repo.mkdir()
+    run = lambda *a: subprocess.run(["git", *a], cwd=repo, check=True, capture_output=True)  # noqa: E731
+    run("init", "-q")
+    run("config", "user.email", "t@example.com")
+    run("config", "user.name", "t")
+    dag_file = repo / "my_dag.py"
+    dag_file.write_text("# a DAG\n")
+    run("add", "my_dag.py")
+    run("commit", "-q", "-m", "dag")
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    clean = git_info(str(dag_file))
+    assert clean["git_commit"] == head and clean["git_dirty"] is False
+    assert clean["repository"] == str(repo)
+    (repo / "new_factory.py").write_text("def f(): ...\n")  # never committed
+    dirty = git_info(str(dag_file))
+    assert dirty["git_dirty"] is True and dirty["changed_files"] == 1

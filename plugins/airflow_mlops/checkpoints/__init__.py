@@ -10,9 +10,9 @@ from airflow_mlops.checkpoints.manager import (
     read_manifest,
     verify_files,
 )
+from airflow_mlops.checkpoints.policy import CheckpointPolicy, MonitorMode
 from airflow_mlops.checkpoints.retention import CheckpointRecord, RetentionPlan, is_due, plan_retention
 from airflow_mlops.checkpoints.state import load_model
-from airflow_mlops.training.config import CheckpointPolicy, MonitorMode
 
 __all__ = [
     "CheckpointInfo",

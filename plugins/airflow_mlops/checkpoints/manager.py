@@ -16,10 +16,10 @@ from typing import Any
 
 from airflow_mlops.checkpoints import digest
 from airflow_mlops.checkpoints import manifest as mf
+from airflow_mlops.checkpoints.policy import CheckpointPolicy
 from airflow_mlops.checkpoints.retention import CheckpointRecord, best_record, plan_retention
 from airflow_mlops.exceptions import CheckpointCorruptError, CheckpointError, StorageError, explain
 from airflow_mlops.hooks.storage import LocalStorage, Storage, get_storage, is_s3, join, local_path
-from airflow_mlops.training.config import CheckpointPolicy
 
 log = logging.getLogger("airflow_mlops.checkpoints")
 

@@ -6,7 +6,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from airflow_mlops.training.config import CheckpointPolicy, MonitorMode
+from airflow_mlops.checkpoints.policy import CheckpointPolicy, MonitorMode
 
 
 @dataclass(frozen=True)

@@ -72,7 +72,7 @@ def load_model(checkpoint_uri: str, storage: Storage | None = None) -> tuple[tor
 
     Returns the module in eval mode and the checkpoint's manifest (step, epoch, metrics, model_spec, config).
     """
-    from airflow_mlops.training.models import build_model
+    from airflow_mlops.factories import build_model
 
     storage = storage or get_storage(checkpoint_uri)
     manifest = read_manifest(checkpoint_uri, storage)

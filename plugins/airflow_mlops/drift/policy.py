@@ -178,10 +178,18 @@ class TriggerPolicy:
         return cls(**data)
 
 
-def parse_time(value: str | datetime) -> datetime:
-    """ISO date or datetime -> naive UTC-less datetime (window ends are compared, never shown)."""
+def parse_time(value: str | float | datetime) -> datetime:
+    """
+    ISO date or datetime -> naive datetime (window ends are compared, never shown). A number (a window of a
+    numeric time column such as a batch number) counts in days from 1970-01-01, so ``cooldown_days`` and
+    ``budget_period_days`` count in units of that column.
+    """
     if isinstance(value, datetime):
         return value.replace(tzinfo=None)
+    try:
+        return datetime(1970, 1, 1) + timedelta(days=float(value))
+    except (TypeError, ValueError, OverflowError):
+        pass
     try:
         return datetime.fromisoformat(str(value)).replace(tzinfo=None)
     except ValueError:

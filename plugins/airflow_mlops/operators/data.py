@@ -15,17 +15,22 @@ class PrepareWindowOperator(HooksMixin, BaseOperator):
     Cuts a time window out of a source table into a training file and a deterministic holdout file.
 
     :param source_uri: CSV or Parquet table, local path or s3:// URI (templated).
-    :param time_column: column compared with ``start`` and ``end`` (ISO dates compare as strings).
+    :param time_column: column compared with ``start`` and ``end`` as what it is: timestamps for datetime, date
+        and ISO-date columns, numbers for numeric columns (never as text).
     :param start: first value of the window, inclusive (templated).
     :param end: last value of the window, inclusive (templated).
     :param output_dir: where the window files go (templated); default ``<source dir>/windows/<run_id>``.
     :param key_column: column hashed to choose holdout rows (stable across reruns); default the row number.
     :param holdout_fraction: share of rows held out for evaluation.
     :param min_rows: fail when the window holds fewer rows.
-    :param aws_conn_id: connection for s3:// paths; ``None`` reads the AWS environment.
+    :param time_type: ``auto`` (from the column's dtype), ``date`` or ``numeric``.
+    :param allowed_root: the source and the output folder must lie under this root (templated): a path from a
+        Param or XCom that leaves it is refused before anything is read or written.
+    :param aws_conn_id: connection for s3:// paths, the source and the output (templated); ``None`` reads the
+        AWS environment.
     """
 
-    template_fields: Sequence[str] = ("source_uri", "start", "end", "output_dir")
+    template_fields: Sequence[str] = ("source_uri", "start", "end", "output_dir", "allowed_root", "aws_conn_id")
     ui_color = "#e8f4fa"
 
     def __init__(
@@ -40,6 +45,8 @@ class PrepareWindowOperator(HooksMixin, BaseOperator):
         holdout_fraction: float = 0.2,
         min_rows: int = 50,
         fmt: str = "csv",
+        time_type: str = "auto",
+        allowed_root: str | None = None,
         aws_conn_id: str | None = None,
         **kwargs: Any,
     ) -> None:
@@ -53,6 +60,8 @@ class PrepareWindowOperator(HooksMixin, BaseOperator):
         self.holdout_fraction = holdout_fraction
         self.min_rows = min_rows
         self.fmt = fmt
+        self.time_type = time_type
+        self.allowed_root = allowed_root
         self.aws_conn_id = aws_conn_id
 
     def execute(self, context: Context) -> dict:
@@ -67,10 +76,18 @@ class PrepareWindowOperator(HooksMixin, BaseOperator):
             key_column=self.key_column,
             holdout_fraction=self.holdout_fraction,
             min_rows=self.min_rows,
+            time_type=self.time_type,
         )
         run_id = context["run_id"].replace(":", "_").replace("+", "_")
         out_dir = self.output_dir or join(self.source_uri.rsplit("/", 1)[0], "windows", run_id)
-        result = cut_window(spec, out_dir, self.storage_hook.storage_for(out_dir), fmt=self.fmt)
+        if self.allowed_root:
+            from airflow_mlops.validation.batches import resolve_data_path
+
+            # Both come from Params or XCom: neither the table read nor the files written may leave the root.
+            resolve_data_path(str(self.source_uri), str(self.allowed_root))
+            resolve_data_path(join(out_dir, "window"), str(self.allowed_root))
+        result = cut_window(spec, out_dir, self.storage_hook.storage_for(out_dir), fmt=self.fmt,
+                            source_storage=self.storage_hook.storage_for(spec.source_uri))
         self.log.info(
             "Window %s..%s: %d rows (%d train, %d holdout) -> %s",
             result.start, result.end, result.rows, result.train_rows, result.holdout_rows, result.train_uri,

@@ -15,16 +15,32 @@ from airflow_mlops.operators.links import DRIFT_REPORT_URL_KEY, DriftReportLink,
 PREDICTION_COLUMN = "prediction"
 
 
-def _load_model(hook: MlflowHook, model_uri: str) -> Any:
-    """A ``models:/`` or ``runs:/`` URI through MLflow; anything else is a committed checkpoint."""
-    if model_uri.startswith(("models:/", "runs:/")):
-        import mlflow.pytorch
+def _load_model(hook: MlflowHook, model_uri: str, storage: Any = None) -> tuple[Any, str]:
+    """
+    The module and learning task behind ``models:/<name>@<alias>``, ``models:/<name>/<version>`` (rebuilt from
+    the version's weights) or a committed checkpoint URI.
+    """
+    if model_uri.startswith("models:/"):
+        from airflow_mlops.exceptions import MlopsConfigurationError, explain
+        from airflow_mlops.registry.inference import resolve_alias
+        from airflow_mlops.registry.packaging import load_registered
 
-        hook.configure()
-        return mlflow.pytorch.load_model(model_uri, map_location="cpu")
+        ref = model_uri[len("models:/"):]
+        if "@" in ref:
+            name, alias = ref.split("@", 1)
+            version = str(resolve_alias(hook.client, name, alias).version)
+        elif "/" in ref:
+            name, version = ref.split("/", 1)
+        else:
+            raise MlopsConfigurationError(explain("A model URI names no version or alias",
+                                                  expected="models:/<name>@<alias> or models:/<name>/<version>",
+                                                  received=model_uri))
+        model, meta = load_registered(hook.client, name, version)
+        return model, meta.task
     from airflow_mlops.checkpoints import load_model
 
-    return load_model(model_uri)[0]
+    model, manifest = load_model(model_uri, storage=storage)
+    return model, str((manifest.get("config") or {}).get("task") or "binary")
 
 
 class DriftDetectionOperator(HooksMixin, BaseOperator):
@@ -43,12 +59,13 @@ class DriftDetectionOperator(HooksMixin, BaseOperator):
     :param profile_uri: where the reference profile is cached in ``profile`` mode (templated); it is built from
         the reference on first use and reused while the reference's digest matches.
     :param mlflow_run_id: run that receives ``drift/<task_id>/report.html`` and ``summary.json`` (templated).
+    :param pythonpath: folders put on ``sys.path`` while the champion is rebuilt (templated).
     :param mlflow_conn_id: connection of type ``mlflow``.
     :param aws_conn_id: connection for s3:// paths; ``None`` reads the AWS environment.
     """
 
     template_fields: Sequence[str] = ("reference_uri", "current_uri", "drift_config", "model_uri", "profile_uri",
-                                      "mlflow_run_id")
+                                      "mlflow_run_id", "pythonpath", "aws_conn_id")
     template_fields_renderers = {"drift_config": "json"}
     operator_extra_links = (DriftReportLink(),)
     ui_color = "#fdf1e0"
@@ -63,11 +80,13 @@ class DriftDetectionOperator(HooksMixin, BaseOperator):
         model_uri: str | None = None,
         profile_uri: str | None = None,
         mlflow_run_id: str | None = None,
+        pythonpath: list[str] | None = None,
         mlflow_conn_id: str = MlflowHook.default_conn_name,
         aws_conn_id: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.pythonpath = pythonpath
         self.reference_uri = reference_uri
         self.current_uri = current_uri
         self.feature_columns = feature_columns
@@ -88,7 +107,11 @@ class DriftDetectionOperator(HooksMixin, BaseOperator):
             options["prediction_column"] = PREDICTION_COLUMN
         config = DriftConfig.from_dict(options)
         current = read_table(self.current_uri, self.storage_hook.storage_for(self.current_uri))
-        model = _load_model(self.hook, self.model_uri) if self.model_uri else None
+        model = None
+        if self.model_uri:
+            with self.import_path():
+                storage = None if self.model_uri.startswith("models:/") else self.storage_hook.storage_for(self.model_uri)
+                model = _load_model(self.hook, self.model_uri, storage)
         profile, reference = None, None
         if config.mode is DriftMode.PROFILE and self.profile_uri:
             profile = self._cached_profile(config, model, digest_bytes, read_table)
@@ -111,16 +134,18 @@ class DriftDetectionOperator(HooksMixin, BaseOperator):
             compact["report_artifact"] = self._log_to_mlflow(context, result)
         return compact
 
-    def _with_predictions(self, model: Any, df: Any) -> Any:
-        from airflow_mlops.registry.evaluation import predict_proba
+    def _with_predictions(self, model: tuple[Any, str], df: Any) -> Any:
+        """``df`` plus the champion's prediction signal per row: probability, predicted class or value."""
+        from airflow_mlops.tasks import predict_scores, prediction_signal
 
+        module, task = model
         missing = [c for c in self.feature_columns if c not in df.columns]
         if missing:
             # A schema change: the champion cannot score this window; the drift summary reports the change.
             self.log.warning("Cannot score the window with the champion, columns missing: %s", missing)
             return df.assign(**{PREDICTION_COLUMN: float("nan")})
         x = df[self.feature_columns].to_numpy(dtype="float32")
-        return df.assign(**{PREDICTION_COLUMN: predict_proba(model, x)})
+        return df.assign(**{PREDICTION_COLUMN: prediction_signal(task, predict_scores(module, x, task))})
 
     def _cached_profile(self, config: Any, model: Any, digest_bytes: Any, read_table: Any) -> Any:
         from airflow_mlops.drift.profile import ReferenceProfile, build_profile
@@ -172,12 +197,13 @@ class PerformanceMonitorOperator(HooksMixin, BaseOperator):
     :param performance_config: :class:`~airflow_mlops.drift.performance.PerformanceConfig` fields (templated).
     :param baseline: metrics to compare with (templated); default the champion version's ``eval.*`` tags.
     :param mlflow_run_id: run that receives ``monitor.*`` metrics (templated).
+    :param pythonpath: folders put on ``sys.path`` while the champion is rebuilt (templated).
     :param mlflow_conn_id: connection of type ``mlflow``.
     :param aws_conn_id: connection for s3:// paths; ``None`` reads the AWS environment.
     """
 
     template_fields: Sequence[str] = ("labelled_uri", "model_name", "performance_config", "baseline",
-                                      "mlflow_run_id")
+                                      "mlflow_run_id", "pythonpath", "aws_conn_id")
     ui_color = "#fdf1e0"
 
     def __init__(
@@ -191,11 +217,13 @@ class PerformanceMonitorOperator(HooksMixin, BaseOperator):
         performance_config: dict[str, Any] | None = None,
         baseline: dict[str, float] | None = None,
         mlflow_run_id: str | None = None,
+        pythonpath: list[str] | None = None,
         mlflow_conn_id: str = MlflowHook.default_conn_name,
         aws_conn_id: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.pythonpath = pythonpath
         self.labelled_uri = labelled_uri
         self.model_name = model_name
         self.feature_columns = feature_columns
@@ -211,8 +239,9 @@ class PerformanceMonitorOperator(HooksMixin, BaseOperator):
         from airflow_mlops.datasets import read_table
         from airflow_mlops.drift.performance import PerformanceConfig, assess
         from airflow_mlops.exceptions import DriftError, explain
-        from airflow_mlops.registry.evaluation import predict_proba
         from airflow_mlops.registry.service import RegistryService
+        from airflow_mlops.registry.tags import metrics_from_tags
+        from airflow_mlops.tasks import predict_scores
 
         config = PerformanceConfig.from_dict(self.performance_config)
         service = RegistryService(self.hook.client)
@@ -222,10 +251,11 @@ class PerformanceMonitorOperator(HooksMixin, BaseOperator):
                                      expected="a promoted model", received=None,
                                      hint="run train_pipeline first."))
         df = read_table(self.labelled_uri, self.storage_hook.storage_for(self.labelled_uri))
-        model = _load_model(self.hook, f"models:/{self.model_name}@{self.champion_alias}")
-        prob = predict_proba(model, df[self.feature_columns].to_numpy(dtype="float32"))
-        baseline = dict(self.baseline) if self.baseline else service.version_metrics(version)
-        result = assess(df[self.target_column].to_numpy(), prob, baseline, config).to_dict()
+        with self.import_path():
+            model, task = _load_model(self.hook, f"models:/{self.model_name}/{version.version}")
+        scores = predict_scores(model, df[self.feature_columns].to_numpy(dtype="float32"), task)
+        baseline = dict(self.baseline) if self.baseline else metrics_from_tags(version.tags or {})
+        result = assess(df[self.target_column].to_numpy(), scores, baseline, config, task=task).to_dict()
         result["champion_version"] = str(version.version)
         result["labelled_uri"] = self.labelled_uri
         if self.mlflow_run_id:
@@ -255,7 +285,7 @@ class TriggerPolicyOperator(HooksMixin, BaseOperator):
     """
 
     template_fields: Sequence[str] = ("window_id", "window_end", "drift", "performance", "policy", "state_uri",
-                                      "event_extra")
+                                      "event_extra", "aws_conn_id")
     ui_color = "#fbe3c4"
 
     def __init__(

@@ -19,13 +19,14 @@ class BatchInferenceOperator(HooksMixin, BaseOperator):
     :param alias: alias to score with, e.g. ``production`` (templated).
     :param input_uri: CSV or Parquet table, local or s3:// (templated).
     :param output_uri: where the predictions go, CSV or Parquet (templated).
-    :param feature_columns: model inputs, in order.
+    :param feature_columns: model inputs, in order; ``None`` uses the registered version's own (checked when given).
     :param passthrough_columns: input columns copied to the output (keys, timestamps).
+    :param pythonpath: folders put on ``sys.path`` while the model is rebuilt (where a user factory lives).
     :param mlflow_conn_id: connection of type ``mlflow``.
     :param aws_conn_id: connection for s3:// paths; ``None`` reads the AWS environment.
     """
 
-    template_fields: Sequence[str] = ("model_name", "alias", "input_uri", "output_uri")
+    template_fields: Sequence[str] = ("model_name", "alias", "input_uri", "output_uri", "pythonpath", "aws_conn_id")
 
     def __init__(
         self,
@@ -33,9 +34,10 @@ class BatchInferenceOperator(HooksMixin, BaseOperator):
         model_name: str,
         input_uri: Any,
         output_uri: str,
-        feature_columns: list[str],
+        feature_columns: list[str] | None = None,
         alias: str = "production",
         passthrough_columns: list[str] | None = None,
+        pythonpath: list[str] | None = None,
         mlflow_conn_id: str = MlflowHook.default_conn_name,
         aws_conn_id: str | None = None,
         **kwargs: Any,
@@ -47,6 +49,7 @@ class BatchInferenceOperator(HooksMixin, BaseOperator):
         self.output_uri = output_uri
         self.feature_columns = feature_columns
         self.passthrough_columns = passthrough_columns
+        self.pythonpath = pythonpath
         self.mlflow_conn_id = mlflow_conn_id
         self.aws_conn_id = aws_conn_id
 
@@ -56,11 +59,14 @@ class BatchInferenceOperator(HooksMixin, BaseOperator):
 
         self.hook.configure()
         df = read_table(self.input_uri, self.storage_hook.storage_for(self.input_uri))
-        out, version = score_batch(self.hook.client, self.model_name, self.alias, df, self.feature_columns,
-                                   self.passthrough_columns)
+        with self.import_path():
+            out, version, meta = score_batch(self.hook.client, self.model_name, self.alias, df,
+                                             self.feature_columns, self.passthrough_columns)
         digest = write_table(out, self.output_uri, self.storage_hook.storage_for(self.output_uri))
         self.log.info("Scored %d rows of %s with %s v%s (@%s) -> %s", len(out), self.input_uri, self.model_name,
                       version.version, self.alias, self.output_uri)
         return {"output_uri": self.output_uri, "rows": len(out), "model_name": self.model_name,
                 "model_version": str(version.version), "alias": self.alias, "digest": digest,
-                "positive_rate": float(out["prediction"].mean()) if len(out) else None}
+                "task": meta.task, "columns": [c for c in out.columns if c not in df.columns],
+                "mean_prediction": float(out["prediction"].mean()) if len(out) and meta.task != "multiclass"
+                else None}

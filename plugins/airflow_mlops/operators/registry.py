@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, Context
+
+if TYPE_CHECKING:
+    from airflow_mlops.registry.gate import GateDecision, GatePolicy
 
 from airflow_mlops.hooks.mlflow import MlflowHook
 from airflow_mlops.operators.base import HooksMixin
@@ -19,20 +22,30 @@ from airflow_mlops.operators.links import (
 
 class EvaluateModelOperator(HooksMixin, BaseOperator):
     """
-    Scores the trained model and the current champion on the same frozen evaluation set.
+    Scores the trained model and the current champion on the same frozen evaluation set, with the metrics of
+    the learning task (binary: AUC, log loss, Brier, accuracy, F1; multiclass: accuracy, macro-F1, log loss,
+    top-k accuracy; regression: RMSE, MAE, R2) plus the user's.
+
+    Override :meth:`compute_metrics` to score differently.
 
     :param checkpoint_uri: committed checkpoint of the challenger (templated, e.g. the training task's output).
     :param eval_uri: evaluation table, CSV or Parquet (templated).
     :param feature_columns: model inputs, in order.
     :param target_column: label column.
     :param model_name: registered model whose ``champion_alias`` is the baseline (templated).
+    :param learning_task: ``binary``, ``multiclass`` or ``regression`` (templated); default the task the
+        checkpoint was trained for.
+    :param metrics: user metrics, ``module:function`` or ``{"name", "function", "mode"}`` (templated); each is
+        called as ``function(y_true, scores)``.
     :param champion_alias: alias of the current champion.
     :param mlflow_run_id: run to log the metrics to (templated).
+    :param pythonpath: folders put on ``sys.path`` while models are rebuilt and metrics imported (templated).
     :param mlflow_conn_id: connection of type ``mlflow``.
-    :param aws_conn_id: connection for s3:// paths; ``None`` reads the AWS environment.
+    :param aws_conn_id: connection for s3:// paths (templated); ``None`` reads the AWS environment.
     """
 
-    template_fields: Sequence[str] = ("checkpoint_uri", "eval_uri", "model_name", "mlflow_run_id")
+    template_fields: Sequence[str] = ("checkpoint_uri", "eval_uri", "model_name", "learning_task", "metrics",
+                                      "mlflow_run_id", "pythonpath", "aws_conn_id")
 
     def __init__(
         self,
@@ -42,8 +55,11 @@ class EvaluateModelOperator(HooksMixin, BaseOperator):
         feature_columns: list[str],
         target_column: str,
         model_name: str,
+        learning_task: str | None = None,
+        metrics: Any = (),
         champion_alias: str = "champion",
         mlflow_run_id: Any = None,
+        pythonpath: Any = None,
         mlflow_conn_id: str = MlflowHook.default_conn_name,
         aws_conn_id: str | None = None,
         **kwargs: Any,
@@ -54,54 +70,68 @@ class EvaluateModelOperator(HooksMixin, BaseOperator):
         self.feature_columns = feature_columns
         self.target_column = target_column
         self.model_name = model_name
+        self.learning_task = learning_task
+        self.metrics = metrics
         self.champion_alias = champion_alias
         self.mlflow_run_id = mlflow_run_id
+        self.pythonpath = pythonpath
         self.mlflow_conn_id = mlflow_conn_id
         self.aws_conn_id = aws_conn_id
+
+    def compute_metrics(self, task: str, y_true: Any, scores: Any) -> dict[str, float]:
+        """Metrics of one model's scores (probabilities, class probabilities or values); both models get these."""
+        from airflow_mlops.tasks import compute_metrics
+
+        return compute_metrics(task, y_true, scores, user_metrics=list(self.metrics or ()))
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_mlops.checkpoints import load_model
         from airflow_mlops.datasets import digest_bytes, parse_table
         from airflow_mlops.registry.evaluation import evaluate_against_champion
+        from airflow_mlops.registry.tags import RUN_EVAL_DIGEST, eval_on_tag, format_number, run_eval_metric
+        from airflow_mlops.tasks import as_task
 
         storage = self.storage_hook.storage_for(self.eval_uri)
         # Read once: the same bytes are scored and digested.
         eval_bytes = storage.read_bytes(self.eval_uri)
         eval_df = parse_table(eval_bytes, self.eval_uri)
-        model, _spec = load_model(self.checkpoint_uri, storage=self.storage_hook.storage_for(self.checkpoint_uri))
-        result = evaluate_against_champion(
-            self.hook.client, model, eval_df, self.feature_columns, self.target_column,
-            self.model_name, self.champion_alias,
-        )
-        result["eval_uri"] = self.eval_uri
-        result["eval_digest"] = digest_bytes(eval_bytes)
-        result["checkpoint_uri"] = self.checkpoint_uri
+        with self.import_path():
+            model, manifest = load_model(self.checkpoint_uri,
+                                         storage=self.storage_hook.storage_for(self.checkpoint_uri))
+            task = as_task(self.learning_task or (manifest.get("config") or {}).get("task") or "binary")
+            evaluation = evaluate_against_champion(
+                self.hook.client, model, eval_df, self.feature_columns, self.target_column, self.model_name,
+                self.champion_alias, task, lambda y, scores: self.compute_metrics(task.value, y, scores),
+                eval_uri=self.eval_uri, eval_digest=digest_bytes(eval_bytes),
+            )
+        evaluation.checkpoint_uri = self.checkpoint_uri
+        result = evaluation.to_dict()
+        client = self.hook.client
         if self.mlflow_run_id:
-            client = self.hook.client
             for who in ("challenger", "champion"):
                 for metric, value in (result[who] or {}).items():
-                    client.log_metric(self.mlflow_run_id, f"eval.{who}.{metric}", value)
-            client.set_tag(self.mlflow_run_id, "mlops.eval_digest", result["eval_digest"])
-        if result["champion_version"]:
+                    client.log_metric(self.mlflow_run_id, run_eval_metric(who, metric), value)
+            client.set_tag(self.mlflow_run_id, RUN_EVAL_DIGEST, evaluation.eval_digest)
+        if evaluation.champion_version:
             # The champion's score on this evaluation set is kept on its own version too, keyed by the set's
             # digest, so every comparison it took part in can be read back from the registry.
-            short = result["eval_digest"].split(":")[-1][:12]
-            for metric, value in result["champion"].items():
-                self.hook.client.set_model_version_tag(
-                    self.model_name, result["champion_version"], f"eval_on.{short}.{metric}", repr(float(value))
-                )
-        self.log.info(
-            "Challenger %s; champion (v%s) %s on %s", result["challenger"], result["champion_version"],
-            result["champion"], self.eval_uri,
-        )
+            for metric, value in (evaluation.champion or {}).items():
+                client.set_model_version_tag(self.model_name, evaluation.champion_version,
+                                             eval_on_tag(evaluation.eval_digest, metric), format_number(value))
+        self.log.info("%s evaluation on %d rows of %s: challenger %s; champion (v%s) %s", task.value,
+                      evaluation.eval_rows, self.eval_uri, _rounded(evaluation.challenger),
+                      evaluation.champion_version, _rounded(evaluation.champion))
         return result
 
 
 class RegisterModelOperator(HooksMixin, BaseOperator):
     """
-    Logs the trained model (PyTorch flavour) and registers a version with its complete lineage.
+    Logs the trained model and registers a version with its complete lineage.
 
-    A retry of this task never creates a second version for the same training run.
+    The version is a ``python_function`` model that returns what its task gives per row (probability; class and
+    class probabilities; value), rebuilt from weights and spec without unpickling; its signature and input
+    example come from the model's real output on the first training rows. A retry of this task never creates a
+    second version for the same training run.
 
     :param model_name: registered model name (templated).
     :param checkpoint_uri: committed checkpoint to register (templated).
@@ -111,15 +141,21 @@ class RegisterModelOperator(HooksMixin, BaseOperator):
     :param evaluation: result returned by the evaluation task (templated).
     :param hyperparameters: training settings to record (templated).
     :param feature_columns: model inputs, for the signature and input example.
+    :param learning_task: ``binary``, ``multiclass`` or ``regression`` (templated); default the checkpoint's.
+    :param classes: class labels of a multiclass model, in output order (templated); default 0..C-1.
     :param data_uri: training data location (templated); default the validation summary's ``data_uri``.
     :param parent_version: version this model was fine-tuned from (templated), if any.
+    :param description: description of the registered model when it is created (templated).
+    :param pythonpath: folders put on ``sys.path`` while the model is rebuilt (templated); the file of a user
+        factory is stored with the model, so ``mlflow.pyfunc.load_model`` finds it elsewhere.
     :param mlflow_conn_id: connection of type ``mlflow``.
-    :param aws_conn_id: connection for s3:// paths; ``None`` reads the AWS environment.
+    :param aws_conn_id: connection for s3:// paths (templated); ``None`` reads the AWS environment.
     """
 
     template_fields: Sequence[str] = (
         "model_name", "checkpoint_uri", "mlflow_run_id", "validation", "training", "evaluation",
-        "hyperparameters", "data_uri", "parent_version",
+        "hyperparameters", "learning_task", "classes", "data_uri", "parent_version", "description", "pythonpath",
+        "aws_conn_id",
     )
     operator_extra_links = (MlflowModelVersionLink(),)
 
@@ -134,8 +170,12 @@ class RegisterModelOperator(HooksMixin, BaseOperator):
         feature_columns: list[str],
         evaluation: Any = None,
         hyperparameters: Any = None,
+        learning_task: str | None = None,
+        classes: Any = None,
         data_uri: Any = None,
         parent_version: Any = None,
+        description: str | None = None,
+        pythonpath: Any = None,
         mlflow_conn_id: str = MlflowHook.default_conn_name,
         aws_conn_id: str | None = None,
         **kwargs: Any,
@@ -149,61 +189,75 @@ class RegisterModelOperator(HooksMixin, BaseOperator):
         self.evaluation = evaluation
         self.hyperparameters = hyperparameters
         self.feature_columns = feature_columns
+        self.learning_task = learning_task
+        self.classes = classes
         self.data_uri = data_uri
         self.parent_version = parent_version
+        self.description = description
+        self.pythonpath = pythonpath
         self.mlflow_conn_id = mlflow_conn_id
         self.aws_conn_id = aws_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_mlops.checkpoints import load_model
+        from airflow_mlops.datasets import read_table
         from airflow_mlops.registry.lineage_builder import build_lineage
+        from airflow_mlops.registry.packaging import PackagedModel
         from airflow_mlops.registry.service import RegistryService
+        from airflow_mlops.registry.tags import EVAL_DIGEST, EVAL_ROWS, eval_metric_tag, format_number
+        from airflow_mlops.tasks import as_task
 
         ti = context["ti"]
-        model, manifest = load_model(self.checkpoint_uri, storage=self.storage_hook.storage_for(self.checkpoint_uri))
-        lineage, packages = build_lineage(
-            model=model,
-            validation=self.validation or {},
-            training=self.training or {},
-            hyperparameters=self.hyperparameters or {},
-            checkpoint_uri=self.checkpoint_uri,
-            data_uri=self.data_uri,
-            dag_id=context["dag"].dag_id,
-            run_id=context["run_id"],
-            task_id=ti.task_id,
-            try_number=ti.try_number,
-            parent_version=self.parent_version,
-            evaluation=self.evaluation,
-            checkpoint_manifest=manifest,
-        )
-        from airflow_mlops.datasets import read_table
-
-        # The input example is real: the first rows of the data the model was trained on.
-        data_uri = self.data_uri or (self.validation or {}).get("data_uri")
-        example = (
-            read_table(data_uri, self.storage_hook.storage_for(data_uri))
-            .head(5)[list(self.feature_columns)]
-            .to_numpy(dtype="float32")
-        )
-        service = RegistryService(self.hook.client)
-        self.hook.configure()
-        source_key = f"{context['dag'].dag_id}/{context['run_id']}/{self.checkpoint_uri}"
-        extra_tags = {}
-        for who in ("challenger",):
-            for metric, value in ((self.evaluation or {}).get(who) or {}).items():
-                extra_tags[f"eval.{metric}"] = repr(float(value))
-        if self.evaluation and self.evaluation.get("eval_digest"):
-            extra_tags["eval.dataset_digest"] = self.evaluation["eval_digest"]
-        mv = service.register(
-            self.model_name, model, self.mlflow_run_id, lineage, source_key, example, packages, extra_tags
-        )
+        dag = context["dag"]
+        with self.import_path():
+            model, manifest = load_model(self.checkpoint_uri,
+                                         storage=self.storage_hook.storage_for(self.checkpoint_uri))
+            lineage, packages = build_lineage(
+                model=model,
+                validation=self.validation or {},
+                training=self.training or {},
+                hyperparameters=self.hyperparameters or {},
+                checkpoint_uri=self.checkpoint_uri,
+                data_uri=self.data_uri,
+                dag_id=dag.dag_id,
+                run_id=context["run_id"],
+                task_id=ti.task_id,
+                try_number=ti.try_number,
+                parent_version=self.parent_version,
+                evaluation=self.evaluation,
+                checkpoint_manifest=manifest,
+                code_path=getattr(dag, "fileloc", None),
+                bundle=_bundle(context),
+            )
+            # The input example is real: the first rows of the data the model was trained on.
+            data_uri = self.data_uri or (self.validation or {}).get("data_uri")
+            example = read_table(data_uri, self.storage_hook.storage_for(data_uri)).head(5)[list(self.feature_columns)]
+            example = example.astype("float64")  # float32 rows convert safely; the reverse is refused
+            task = as_task(self.learning_task or (manifest.get("config") or {}).get("task") or "binary")
+            meta = PackagedModel(model_spec=manifest["model_spec"], task=task.value,
+                                 features=list(self.feature_columns),
+                                 classes=list(self.classes) if self.classes else None)
+            extra_tags = {}
+            for metric, value in ((self.evaluation or {}).get("challenger") or {}).items():
+                extra_tags[eval_metric_tag(metric)] = format_number(value)
+            if self.evaluation and self.evaluation.get("eval_digest"):
+                extra_tags[EVAL_DIGEST] = self.evaluation["eval_digest"]
+                extra_tags[EVAL_ROWS] = str(self.evaluation.get("eval_rows", ""))
+            self.hook.configure()
+            mv = RegistryService(self.hook.client).register(
+                self.model_name, model, self.mlflow_run_id, lineage,
+                f"{dag.dag_id}/{context['run_id']}/{self.checkpoint_uri}", example, packages, extra_tags,
+                meta=meta, code_paths=_factory_code_paths(manifest["model_spec"]), description=self.description,
+            )
         url = model_version_url(mlflow_ui_base(self.hook.settings), self.model_name, mv.version)
         if url:
             ti.xcom_push(key=MODEL_VERSION_URL_KEY, value=url)
-        self.log.info("Registered %s version %s from %s", self.model_name, mv.version, self.checkpoint_uri)
+        self.log.info("Registered %s version %s (%s) from %s", self.model_name, mv.version, task.value,
+                      self.checkpoint_uri)
         return {
             "name": self.model_name,
             "version": str(mv.version),
+            "task": task.value,
             "run_id": self.mlflow_run_id,
             "model_uri": f"models:/{self.model_name}/{mv.version}",
             "checkpoint_uri": self.checkpoint_uri,
@@ -214,18 +268,19 @@ class PromoteModelOperator(HooksMixin, BaseOperator):
     """
     Applies the promotion gate and, when it passes, points the given aliases at the version.
 
-    The decision and its reason are written as tags on the version and in the alias history; a rejected
-    challenger moves no alias and the task ends *skipped* (so no Asset event is emitted). Alias moves happen
-    under a registry lock and only if the champion is still the one the challenger was evaluated against, so
-    two racing promotions cannot both win.
+    The registry service decides and records (tags on the version, alias history); this operator maps its
+    outcome to XCom, a skip or a failure. A rejected challenger moves no alias and the task ends *skipped*
+    (so no Asset event is emitted). Alias moves happen under a registry lock and only if the champion is still
+    the one the challenger was evaluated against, so two racing promotions cannot both win. Override
+    :meth:`decide_gate` to decide differently.
 
     :param model_name: registered model (templated).
     :param version: version to promote, or the registration task's output (templated).
     :param evaluation: result of the evaluation task: challenger and champion metrics (templated). Required
         with ``gate``.
-    :param gate: promotion gate policy: ``metric``, ``mode``, ``thresholds``, ``min_improvement``,
-        ``first_model`` (templated). ``None`` promotes a version that already passed a gate (its tag
-        ``mlops.gate.decision`` is ``promote``), e.g. staging -> production after an approval.
+    :param gate: promotion gate policy: ``metric``, ``mode`` (default the metric's direction), ``thresholds``,
+        ``min_improvement``, ``first_model`` (templated). ``None`` promotes a version that already passed a gate
+        (its tag ``mlops.gate.decision`` is ``promote``), e.g. staging -> production after an approval.
     :param aliases: aliases to move when the gate passes, e.g. ``["staging"]`` or ``["production", "champion"]``.
     :param champion_alias: alias the challenger was evaluated against; it must not have moved meanwhile.
     :param fail_on_reject: raise instead of skipping when the gate rejects.
@@ -258,76 +313,49 @@ class PromoteModelOperator(HooksMixin, BaseOperator):
         self.fail_on_reject = fail_on_reject
         self.mlflow_conn_id = mlflow_conn_id
 
+    def decide_gate(self, challenger: dict[str, float], champion: dict[str, float] | None,
+                    policy: GatePolicy) -> GateDecision:
+        """Does the challenger pass? Default: :func:`airflow_mlops.registry.gate.decide` (thresholds, champion)."""
+        from airflow_mlops.registry.gate import decide
+
+        return decide(challenger, champion, policy)
+
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_mlops.exceptions import MlopsConfigurationError, PromotionRejectedError, explain
-        from airflow_mlops.registry.gate import GateDecision, GatePolicy, decide
-        from airflow_mlops.registry.service import DECISION_TAG, REASON_TAG, RegistryService, require_version
+        from airflow_mlops.registry.gate import GatePolicy
+        from airflow_mlops.registry.service import RegistryService
 
         version = str(self.version["version"] if isinstance(self.version, dict) else self.version)
         aliases = [str(a) for a in (self.aliases or [])]
         if not aliases:
             raise MlopsConfigurationError(explain("No alias to move", expected="aliases such as ['champion']",
                                                   received=self.aliases))
-        service = RegistryService(self.hook.client)
-        mv = require_version(service, self.model_name, version)
-        client = self.hook.client
-        dag_run = f"{context['dag'].dag_id}/{context['run_id']}"
-        expected: dict[str, str | None] = {}
-        if self.gate is not None:
-            evaluation = self.evaluation or {}
-            if not evaluation.get("challenger"):
-                raise MlopsConfigurationError(
-                    explain("A gate needs the evaluation result", expected="evaluation with 'challenger' metrics",
-                            received=sorted(evaluation), hint="pass the evaluation task's output.")
-                )
-            decision = decide(evaluation["challenger"], evaluation.get("champion"), GatePolicy.from_dict(self.gate))
-            expected[self.champion_alias] = evaluation.get("champion_version")
-            client.set_model_version_tag(self.model_name, version, DECISION_TAG,
-                                         "promote" if decision.promote else "reject")
-            client.set_model_version_tag(self.model_name, version, REASON_TAG, decision.reason[:5000])
-        else:
-            if self.evaluation and "champion_version" in self.evaluation:
-                expected[self.champion_alias] = self.evaluation.get("champion_version")
-            passed = (mv.tags or {}).get(DECISION_TAG) == "promote"
-            reason = (mv.tags or {}).get(REASON_TAG, "")
-            decision = GateDecision(
-                passed,
-                f"promoted after gate: {reason}" if passed
-                else f"rejected: v{version} has not passed a promotion gate (tag {DECISION_TAG}="
-                f"{(mv.tags or {}).get(DECISION_TAG)!r})",
-            )
-        moves: list[dict] = []
-        promoted = decision.promote
-        reason = decision.reason
-        if promoted:
-            promoted, done, reason = service.promote(self.model_name, version, aliases, dag_run, decision.reason,
-                                                     expected=expected)
-            moves = [m.to_dict() for m in done]
-            for m in done:
-                self.log.info("Alias %s of %s: v%s -> v%s (%s)", m.alias, self.model_name, m.from_version,
-                              m.to_version, reason)
-            if not promoted:
-                client.set_model_version_tag(self.model_name, version, DECISION_TAG, "reject")
-                client.set_model_version_tag(self.model_name, version, REASON_TAG, reason[:5000])
-        else:
-            service.record_rejection(self.model_name, version, aliases, dag_run, reason)
+        outcome = RegistryService(self.hook.client).promote_version(
+            self.model_name, version, aliases, f"{context['dag'].dag_id}/{context['run_id']}",
+            evaluation=self.evaluation, gate=GatePolicy.from_dict(self.gate) if self.gate is not None else None,
+            champion_alias=self.champion_alias, decide=self.decide_gate,
+        )
+        for m in outcome.moves:
+            self.log.info("Alias %s of %s: v%s -> v%s (%s)", m.alias, self.model_name, m.from_version,
+                          m.to_version, outcome.reason)
         url = model_version_url(mlflow_ui_base(self.hook.settings), self.model_name, version)
         if url:
             context["ti"].xcom_push(key=MODEL_VERSION_URL_KEY, value=url)
-        result = {"name": self.model_name, "version": version, "promoted": promoted, "reason": reason,
-                  "checks": decision.checks, "moves": moves, "aliases": aliases}
-        if not promoted:
-            self.log.warning("Gate rejected %s v%s, no alias moved: %s", self.model_name, version, reason)
+        result = outcome.to_dict()
+        if not outcome.promoted:
+            self.log.warning("Gate rejected %s v%s, no alias moved: %s", self.model_name, version, outcome.reason)
             if self.fail_on_reject:
-                raise PromotionRejectedError(reason)
+                raise PromotionRejectedError(outcome.reason)
             # Skipped, not failed: a rejected challenger is a normal outcome, and a skipped task emits no
             # Asset event, so deployments scheduled on the alias do not run for nothing.
             context["ti"].xcom_push(key="return_value", value=result)
             from airflow.sdk.exceptions import AirflowSkipException
 
-            raise AirflowSkipException(f"promotion of v{version} rejected: {reason}")
+            raise AirflowSkipException(f"v{version} not promoted: {outcome.reason}")
         _emit(context, self.outlets, {"model": self.model_name, "version": version, "aliases": aliases,
-                                      "reason": reason, "dag_run": dag_run, "action": "promote"})
+                                      "reason": outcome.reason, "dag_run": result["moves"][0]["dag_run"]
+                                      if result["moves"] else f"{context['dag'].dag_id}/{context['run_id']}",
+                                      "action": "promote"})
         return result
 
 
@@ -383,6 +411,33 @@ class RollbackModelOperator(HooksMixin, BaseOperator):
                                       "aliases": [m["alias"] for m in moves], "reason": self.reason,
                                       "dag_run": dag_run, "action": "rollback"})
         return {"name": self.model_name, "version": move.to_version, "moves": moves}
+
+
+def _rounded(metrics: dict[str, float] | None) -> dict[str, float] | None:
+    return None if metrics is None else {k: round(float(v), 4) for k, v in metrics.items()}
+
+
+def _bundle(context: Context) -> dict[str, Any] | None:
+    """The DAG bundle the run's code came from, as Airflow records it (name and version), if any."""
+    dag_run = context.get("dag_run")
+    name = getattr(dag_run, "bundle_name", None) or getattr(context.get("dag"), "bundle_name", None)
+    version = getattr(dag_run, "bundle_version", None)
+    return {"name": name, "version": version} if name or version else None
+
+
+def _factory_code_paths(model_spec: dict[str, Any]) -> list[str]:
+    """The user's factory package (or module file), stored with the model so that it loads elsewhere."""
+    import importlib.util
+
+    top = str(model_spec.get("factory", "")).partition(":")[0].split(".")[0]
+    if not top or top == "airflow_mlops":
+        return []
+    spec = importlib.util.find_spec(top)
+    if spec is None:
+        return []
+    if spec.submodule_search_locations:
+        return [list(spec.submodule_search_locations)[0]]
+    return [spec.origin] if spec.origin else []
 
 
 def _emit(context: Context, outlets: Any, extra: dict[str, Any]) -> None:

@@ -6,7 +6,7 @@ import os
 import re
 import tempfile
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from airflow.sdk import BaseOperator, Context
 
@@ -19,9 +19,7 @@ from airflow_mlops.training.config import (
     DatasetSpec,
     TrainingConfig,
 )
-
-if TYPE_CHECKING:
-    from airflow_mlops.training.launcher import TorchrunLauncher
+from airflow_mlops.training.launcher import TorchrunLauncher
 
 #: Where checkpoints go when neither ``checkpoint_dir`` nor ``checkpoint_base`` is given.
 CHECKPOINT_BASE_ENV = "MLOPS_CHECKPOINT_BASE"
@@ -46,6 +44,10 @@ class DistributedTrainingOperator(HooksMixin, BaseOperator):
     """
     Trains a PyTorch model with torchrun (DDP or FSDP) on this worker; a retry resumes from the run's last
     committed checkpoint. Returns the training result (checkpoint URIs, metrics, throughput) for XCom.
+
+    Extension points: :meth:`build_config` (the run's :class:`TrainingConfig` from the rendered fields) and
+    ``launcher_class`` (or the ``launcher`` argument): any class with ``run(config, log_line=..., timeout_s=...,
+    extra_env=..., pythonpath=...)`` returning a ``TrainingResult`` and ``kill()``, e.g. a Kubernetes launcher.
 
     :param train_uri: training table, CSV or Parquet, local or s3:// (templated).
     :param target_column: label column (templated).
@@ -82,14 +84,18 @@ class DistributedTrainingOperator(HooksMixin, BaseOperator):
     :param aws_conn_id: AWS connection for s3:// data and checkpoints; None reads the AWS environment.
     :param pythonpath: folders added to the workers' PYTHONPATH, e.g. ``include/`` for model factories (templated).
     :param timeout_s: stop the workers after this many seconds (templated).
+    :param launcher: launcher instance to use instead of ``launcher_class()``.
     """
+
+    #: What starts the training processes; swap it in a subclass (or pass ``launcher``).
+    launcher_class: type = TorchrunLauncher
 
     template_fields: Sequence[str] = (
         "train_uri", "target_column", "feature_columns", "eval_uri", "learning_task", "strategy", "model_factory",
         "model_kwargs", "epochs", "batch_size", "learning_rate", "seed", "nproc_per_node", "nnodes", "node_rank",
         "rdzv_endpoint", "checkpoint_dir", "checkpoint_base", "checkpoint_policy", "init_checkpoint_uri",
         "protected_checkpoints", "protect_registered_model", "training_options", "mlflow_run_id", "experiment_name", "pythonpath",
-        "timeout_s",
+        "timeout_s", "aws_conn_id",
     )
     template_fields_renderers = {"model_kwargs": "json", "checkpoint_policy": "json", "training_options": "json"}
     operator_extra_links = (MlflowRunLink(),)
@@ -127,6 +133,7 @@ class DistributedTrainingOperator(HooksMixin, BaseOperator):
         aws_conn_id: str | None = None,
         pythonpath: list[str] | None = None,
         timeout_s: float | str | None = None,
+        launcher: Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -159,7 +166,8 @@ class DistributedTrainingOperator(HooksMixin, BaseOperator):
         self.aws_conn_id = aws_conn_id
         self.pythonpath = pythonpath
         self.timeout_s = timeout_s
-        self._launcher: TorchrunLauncher | None = None
+        self.launcher = launcher
+        self._launcher: Any = None
 
     def _checkpoint_dir(self, context: Context) -> str:
         if self.checkpoint_dir:
@@ -227,8 +235,6 @@ class DistributedTrainingOperator(HooksMixin, BaseOperator):
         return run_id
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_mlops.training.launcher import TorchrunLauncher
-
         with tempfile.TemporaryDirectory(prefix="training-") as output_dir:
             config = self.build_config(context, output_dir)
             env: dict[str, str] = {}
@@ -248,7 +254,7 @@ class DistributedTrainingOperator(HooksMixin, BaseOperator):
                 env.update(self.mlflow_hook.settings.env())
             self.log.info("Training %s on %d process(es) x %d node(s); checkpoints in %s", config.model_factory,
                           config.nproc_per_node, config.nnodes, config.checkpoint_dir)
-            self._launcher = TorchrunLauncher()
+            self._launcher = self.launcher if self.launcher is not None else self.launcher_class()
             result = self._launcher.run(
                 config,
                 log_line=self.log.info,

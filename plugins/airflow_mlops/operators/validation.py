@@ -39,7 +39,7 @@ class DataValidationOperator(HooksMixin, BaseOperator):
     """
 
     template_fields: Sequence[str] = (
-        "data_path", "suite_path", "mlflow_run_id", "quarantine_root", "allowed_root",
+        "data_path", "suite_path", "mlflow_run_id", "quarantine_root", "allowed_root", "aws_conn_id",
     )
     operator_extra_links = (DataDocsLink(),)
     ui_color = "#d9f2e6"
@@ -88,7 +88,7 @@ class DataValidationOperator(HooksMixin, BaseOperator):
             data_format=self.data_format,
             max_examples=self.max_examples,
         )
-        outcome = ValidationService(self.storage_hook.storage_for).validate(config)
+        outcome = ValidationService(self.storage_hook.storage_for).validate(config, extra_checks=self.extra_checks)
         s = outcome.summary
         self.log.info("Suite %s on %s: %d evaluated, %d failed, %d warned (%s rows, %s)",
                       s["suite"], s["data_uri"], s["evaluated"], s["failed"], s["warned"], s["rows"], s["digest"])
@@ -96,6 +96,14 @@ class DataValidationOperator(HooksMixin, BaseOperator):
             self._log_to_mlflow(context, outcome)
         outcome.raise_for_failure()
         return s
+
+    def extra_checks(self, df: Any) -> list[dict[str, Any]]:
+        """
+        Checks of your own after the suite, on the same rows: return one failure per broken rule, e.g.
+        ``{"expectation": "orders_match_invoices", "observed_value": 12}``. Each fails (and quarantines) the
+        batch like a failed critical expectation. Default: none.
+        """
+        return []
 
     def _log_to_mlflow(self, context: Context, outcome: Any) -> None:
         from airflow_mlops.validation.artifacts import log_validation_artifacts

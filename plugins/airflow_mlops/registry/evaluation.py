@@ -1,87 +1,121 @@
-"""Scoring a model on a frozen evaluation set: pure metric functions and the model-loading glue."""
+"""Scoring models on a frozen evaluation set, for any learning task: the challenger and the current champion."""
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
+
+from airflow_mlops.exceptions import ModelOutputError, RegistryError, explain
+from airflow_mlops.tasks import Task, as_task, compute_metrics, predict_scores
 
 if TYPE_CHECKING:
     import numpy as np
+    import pandas as pd
+
+#: ``metrics(y_true, scores) -> {name: value}``: the task's metrics of one model's scores.
+MetricsFn = Callable[[Any, Any], dict[str, float]]
 
 
 def binary_metrics(y_true: np.ndarray, y_prob: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
-    """ROC-AUC, accuracy, log loss and Brier score; AUC is NaN when only one class is present."""
-    import numpy as np
-    from sklearn.metrics import log_loss, roc_auc_score
-
-    y_true = np.asarray(y_true).astype(int).ravel()
-    y_prob = np.clip(np.asarray(y_prob, dtype="float64").ravel(), 1e-7, 1 - 1e-7)
-    auc = float(roc_auc_score(y_true, y_prob)) if len(np.unique(y_true)) == 2 else math.nan
-    return {
-        "auc": auc,
-        "accuracy": float(((y_prob >= threshold).astype(int) == y_true).mean()),
-        "log_loss": float(log_loss(y_true, y_prob, labels=[0, 1])),
-        "brier": float(np.mean((y_prob - y_true) ** 2)),
-        "positive_rate": float(y_true.mean()),
-        "rows": float(len(y_true)),
-    }
+    """AUC, log loss, Brier, accuracy, F1 of positive-class probabilities (AUC NaN with one class present)."""
+    return compute_metrics(Task.BINARY, y_true, y_prob, threshold=threshold)
 
 
 def predict_proba(model: Any, x: np.ndarray, batch_size: int = 8192) -> np.ndarray:
-    """Positive-class probabilities from a torch module that outputs one logit per row."""
-    import numpy as np
-    import torch
-
-    try:
-        model.eval()
-    except NotImplementedError:
-        pass  # a torch.export program loaded from the registry (pt2) is already frozen in inference mode
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(x), batch_size):
-            logits = model(torch.as_tensor(x[i : i + batch_size], dtype=torch.float32))
-            out.append(torch.sigmoid(logits.reshape(-1)).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros(0)
+    """Positive-class probabilities of a binary model (one logit per row)."""
+    return predict_scores(model, x, Task.BINARY, batch_size)
 
 
-def evaluate_model(model: Any, df: Any, feature_columns: list[str], target_column: str) -> dict[str, float]:
+def task_metrics(task: Task | str, user_metrics: Sequence[Any] = (), top_k: int = 3) -> MetricsFn:
+    """The default metrics function of a task: its standard metrics plus the user's."""
+    task = as_task(task)
+
+    def metrics(y_true: Any, scores: Any) -> dict[str, float]:
+        return compute_metrics(task, y_true, scores, top_k=top_k, user_metrics=user_metrics)
+
+    return metrics
+
+
+def features_matrix(df: pd.DataFrame, feature_columns: Sequence[str], what: str = "evaluation set") -> np.ndarray:
     import numpy as np
 
-    x = np.ascontiguousarray(df[feature_columns].to_numpy(dtype="float32"))
-    y = df[target_column].to_numpy()
-    return binary_metrics(y, predict_proba(model, x))
+    missing = [c for c in feature_columns if c not in df.columns]
+    if missing:
+        raise ModelOutputError(explain(f"The {what} lacks model input columns", expected=list(feature_columns),
+                                       received=missing))
+    return np.ascontiguousarray(df[list(feature_columns)].to_numpy(dtype="float32"))
 
 
-def champion_model(client: Any, name: str, alias: str) -> tuple[Any, Any] | tuple[None, None]:
-    """The model behind ``models:/<name>@<alias>`` and its version, or (None, None) without a champion."""
+def evaluate_model(model: Any, df: pd.DataFrame, feature_columns: Sequence[str], target_column: str,
+                   task: Task | str = Task.BINARY, metrics: MetricsFn | None = None) -> dict[str, float]:
+    """``metrics`` (default: the task's) of the model's scores on ``df``."""
+    if target_column not in df.columns:
+        raise ModelOutputError(explain("The evaluation set lacks the target column", expected=target_column,
+                                       received=sorted(df.columns)[:30]))
+    scores = predict_scores(model, features_matrix(df, feature_columns), task)
+    return (metrics or task_metrics(task))(df[target_column].to_numpy(), scores)
+
+
+def load_champion(client: Any, name: str, alias: str) -> tuple[Any, Any] | tuple[None, None]:
+    """The module behind ``name@alias`` (rebuilt from its weights) and its version, or (None, None)."""
     from mlflow.exceptions import MlflowException
+
+    from airflow_mlops.registry.packaging import load_registered
 
     try:
         version = client.get_model_version_by_alias(name, alias)
     except MlflowException:
         return None, None
-    import mlflow.pytorch
+    model, _meta = load_registered(client, name, str(version.version))
+    return model, version
 
-    return mlflow.pytorch.load_model(f"models:/{name}@{alias}", map_location="cpu"), version
+
+@dataclass
+class Evaluation:
+    """The challenger and the champion scored on the same rows, with what identifies those rows."""
+
+    task: str
+    challenger: dict[str, float]
+    champion: dict[str, float] | None
+    champion_version: str | None
+    eval_uri: str
+    eval_digest: str
+    eval_rows: int
+    checkpoint_uri: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def evaluate_against_champion(
     client: Any,
     challenger: Any,
-    eval_df: Any,
-    feature_columns: list[str],
+    eval_df: pd.DataFrame,
+    feature_columns: Sequence[str],
     target_column: str,
     model_name: str,
     champion_alias: str = "champion",
-) -> dict[str, Any]:
-    """Score the challenger and the current champion on the same evaluation rows."""
-    result: dict[str, Any] = {
-        "challenger": evaluate_model(challenger, eval_df, feature_columns, target_column),
-        "champion": None,
-        "champion_version": None,
-    }
-    champ, version = champion_model(client, model_name, champion_alias)
+    task: Task | str = Task.BINARY,
+    metrics: MetricsFn | None = None,
+    *,
+    eval_uri: str = "",
+    eval_digest: str = "",
+) -> Evaluation:
+    """Score the challenger and the current champion on the same evaluation rows with the same metrics."""
+    metrics = metrics or task_metrics(task)
+    scored = evaluate_model(challenger, eval_df, feature_columns, target_column, task, metrics)
+    champ, version = load_champion(client, model_name, champion_alias)
+    champion = None
     if champ is not None:
-        result["champion"] = evaluate_model(champ, eval_df, feature_columns, target_column)
-        result["champion_version"] = str(version.version)
-    return result
+        try:
+            champion = evaluate_model(champ, eval_df, feature_columns, target_column, task, metrics)
+        except ModelOutputError as exc:
+            raise RegistryError(
+                explain(f"The champion v{version.version} of {model_name} cannot be scored as a {as_task(task).value} "
+                        "model", expected="a champion of the same task and inputs", received=str(exc)[:500],
+                        hint="register under another model name, or move the champion alias.")
+            ) from exc
+    return Evaluation(task=as_task(task).value, challenger=scored, champion=champion,
+                      champion_version=str(version.version) if version is not None else None,
+                      eval_uri=eval_uri, eval_digest=eval_digest, eval_rows=len(eval_df))

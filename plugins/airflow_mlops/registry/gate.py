@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 
 from airflow_mlops.exceptions import MlopsConfigurationError, explain
-from airflow_mlops.training.config import MonitorMode
+from airflow_mlops.tasks import MonitorMode, metric_mode
 
 
 class FirstModelPolicy(StrEnum):
@@ -20,22 +20,23 @@ class FirstModelPolicy(StrEnum):
 @dataclass(frozen=True)
 class GatePolicy:
     """
-    :param metric: metric compared with the champion (e.g. ``auc``).
-    :param mode: ``max`` when higher is better, ``min`` otherwise.
+    :param metric: metric compared with the champion (e.g. ``auc``, ``accuracy``, ``rmse`` or a user metric).
+    :param mode: ``max`` when higher is better, ``min`` otherwise; default the metric's own direction
+        (:func:`airflow_mlops.tasks.metric_mode`).
     :param thresholds: absolute floors (``max``) or ceilings (``min``) per metric, e.g. {"auc": 0.7}.
     :param min_improvement: required relative improvement over the champion on ``metric`` (0.0 = not worse).
     :param first_model: policy when no champion exists.
     """
 
     metric: str = "auc"
-    mode: MonitorMode = MonitorMode.MAX
+    mode: MonitorMode | None = None
     thresholds: dict[str, float] = field(default_factory=dict)
     min_improvement: float = 0.0
     first_model: FirstModelPolicy = FirstModelPolicy.PROMOTE_IF_THRESHOLDS
     threshold_modes: dict[str, MonitorMode] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "mode", MonitorMode(self.mode))
+        object.__setattr__(self, "mode", metric_mode(self.metric, self.mode))
         object.__setattr__(self, "first_model", FirstModelPolicy(self.first_model))
         object.__setattr__(self, "threshold_modes", {k: MonitorMode(v) for k, v in self.threshold_modes.items()})
         if not self.metric:
@@ -56,7 +57,7 @@ class GatePolicy:
             return self.threshold_modes[metric]
         if metric == self.metric:
             return self.mode
-        return MonitorMode.MIN if any(s in metric for s in ("loss", "error", "rmse", "mae", "brier")) else MonitorMode.MAX
+        return metric_mode(metric)
 
 
 @dataclass(frozen=True)

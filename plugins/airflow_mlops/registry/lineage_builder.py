@@ -31,11 +31,17 @@ def build_lineage(
     evaluation: dict[str, Any] | None = None,
     checkpoint_manifest: dict[str, Any] | None = None,
     packages_artifact: str = "lineage/packages.txt",
+    code_path: str | None = None,
+    bundle: dict[str, Any] | None = None,
 ) -> tuple[LineageRecord, list[str]]:
+    """
+    The record of one model version. ``code_path`` is the file that defined the model (the DAG file): its
+    repository's commit is the code's; ``bundle`` is the DAG bundle's name and version when Airflow knows them.
+    """
     packages = installed_packages()
     pkg_digest = packages_digest(packages)
     cls = type(model)
-    git = git_info()
+    git = git_info(code_path)
     validation_result = None
     if validation:
         validation_result = {
@@ -57,7 +63,10 @@ def build_lineage(
         code={
             "git_commit": git.get("git_commit"),
             "git_dirty": git.get("git_dirty"),
+            "repository": git.get("repository"),
+            "source_file": code_path,
             "package_version": package_version(),
+            **({"bundle": bundle} if bundle else {}),
         },
         hyperparameters=dict(hyperparameters),
         framework=framework_info(f"{cls.__module__}.{cls.__qualname__}"),

@@ -9,22 +9,24 @@ import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from airflow_mlops.exceptions import RegistryError, explain
 from airflow_mlops.lineage import LineageRecord, check_complete
+from airflow_mlops.registry import tags
+from airflow_mlops.registry.gate import GateDecision, GatePolicy
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
 
+    from airflow_mlops.registry.packaging import PackagedModel
+
 log = logging.getLogger(__name__)
 
-SOURCE_KEY_TAG = "mlops.source_key"
-ALIAS_MOVE_TAG_PREFIX = "mlops.alias_move."
-DECISION_TAG = "mlops.gate.decision"
-REASON_TAG = "mlops.gate.reason"
 LOCK_PREFIX = "mlops-lock--"
 LOCK_EXPIRES_TAG = "mlops.lock.expires"
 LOCK_OWNER_TAG = "mlops.lock.owner"
@@ -48,6 +50,23 @@ class AliasMove:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class PromotionOutcome:
+    """Everything one promotion decided: whether the aliases moved, why, the gate's checks and the moves."""
+
+    name: str
+    version: str
+    aliases: list[str]
+    promoted: bool
+    reason: str
+    checks: list[dict] = field(default_factory=list)
+    moves: list[AliasMove] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "promoted": self.promoted, "reason": self.reason,
+                "checks": self.checks, "moves": [m.to_dict() for m in self.moves], "aliases": list(self.aliases)}
+
+
 class RegistryService:
     """Operations on one MLflow registry through an ``MlflowClient``."""
 
@@ -69,7 +88,7 @@ class RegistryService:
 
     def find_version_by_source(self, name: str, source_key: str) -> ModelVersion | None:
         escaped = source_key.replace("'", "\\'")
-        found = self.client.search_model_versions(f"name = '{name}' and tags.`{SOURCE_KEY_TAG}` = '{escaped}'")
+        found = self.client.search_model_versions(f"name = '{name}' and tags.`{tags.SOURCE_KEY}` = '{escaped}'")
         return sorted(found, key=lambda v: int(v.version))[0] if found else None
 
     def register(
@@ -82,38 +101,40 @@ class RegistryService:
         input_example: Any,
         packages: list[str],
         extra_tags: dict[str, str] | None = None,
+        *,
+        meta: PackagedModel,
+        code_paths: list[str] | None = None,
+        description: str | None = None,
     ) -> ModelVersion:
-        """Log ``model`` (PyTorch flavour) to ``run_id`` and register it, once per ``source_key``."""
+        """
+        Log ``model`` to ``run_id`` (weights and spec, served by the package's pyfunc) and register it, once per
+        ``source_key``. The signature comes from the model's real output on ``input_example``.
+        """
         check_complete(lineage)
         existing = self.find_version_by_source(name, source_key)
         if existing is not None:
             log.info("Model %s version %s already registered for %s; reusing it", name, existing.version, source_key)
             return existing
         import mlflow
-        import mlflow.pytorch
         import torch
-        from mlflow.models import infer_signature
 
-        from airflow_mlops.registry.evaluation import predict_proba
+        from airflow_mlops.registry.packaging import log_packaged_model
 
-        self.ensure_registered_model(name)
-        signature = infer_signature(input_example, predict_proba(model, input_example))
+        self.ensure_registered_model(name, description=description)
         with mlflow.start_run(run_id=run_id):
-            info = mlflow.pytorch.log_model(
-                model,
-                name="model",
-                signature=signature,
-                input_example=input_example,
+            info = log_packaged_model(
+                model, meta, input_example, code_paths=code_paths,
                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}"],
             )
             mlflow.log_text("\n".join(packages) + "\n", "lineage/packages.txt")
             mlflow.log_dict(lineage.to_dict(), "lineage/lineage.json")
-        tags = {**lineage.to_tags(), SOURCE_KEY_TAG: source_key, **(extra_tags or {})}
+        version_tags = {**lineage.to_tags(), tags.SOURCE_KEY: source_key, tags.TASK: meta.task,
+                        **(extra_tags or {})}
         # A concurrent retry may have registered in between: check again right before creating.
         existing = self.find_version_by_source(name, source_key)
         if existing is not None:
             return existing
-        mv = self.client.create_model_version(name, source=info.model_uri, run_id=run_id, tags=tags,
+        mv = self.client.create_model_version(name, source=info.model_uri, run_id=run_id, tags=version_tags,
                                                model_id=getattr(info, "model_id", None))
         self._wait_ready(name, mv.version)
         return self.client.get_model_version(name, mv.version)
@@ -249,6 +270,64 @@ class RegistryService:
             moves = [self.set_alias(name, alias, version, dag_run, reason) for alias in aliases]
             return True, moves, reason
 
+    def promote_version(
+        self,
+        name: str,
+        version: str,
+        aliases: list[str],
+        dag_run: str,
+        *,
+        evaluation: dict[str, Any] | None = None,
+        gate: GatePolicy | None = None,
+        champion_alias: str = "champion",
+        decide: Callable[[dict[str, float], dict[str, float] | None, GatePolicy], GateDecision] | None = None,
+    ) -> PromotionOutcome:
+        """
+        Decide and carry out one promotion, writing every tag and history entry it implies.
+
+        With ``gate``, the challenger's metrics in ``evaluation`` are judged against the champion's (``decide``,
+        default :func:`airflow_mlops.registry.gate.decide`); without, the version must already carry a passed
+        gate (``staging`` -> ``production`` after an approval). Aliases move under the registry lock and only if
+        the champion is still the one the evaluation used.
+        """
+        from airflow_mlops.registry.gate import decide as gate_decide
+
+        mv = require_version(self, name, version)
+        expected: dict[str, str | None] = {}
+        evaluation = evaluation or {}
+        if gate is not None:
+            if not evaluation.get("challenger"):
+                from airflow_mlops.exceptions import MlopsConfigurationError
+
+                raise MlopsConfigurationError(
+                    explain("A gate needs the evaluation result", expected="evaluation with 'challenger' metrics",
+                            received=sorted(evaluation), hint="pass the evaluation task's output.")
+                )
+            decision = (decide or gate_decide)(evaluation["challenger"], evaluation.get("champion"), gate)
+            expected[champion_alias] = evaluation.get("champion_version")
+            self._tag_decision(name, version, decision.promote, decision.reason)
+        else:
+            if "champion_version" in evaluation:
+                expected[champion_alias] = evaluation.get("champion_version")
+            passed = (mv.tags or {}).get(tags.DECISION) == "promote"
+            earlier = (mv.tags or {}).get(tags.REASON, "")
+            decision = GateDecision(
+                passed,
+                earlier if passed else f"v{version} has not passed a promotion gate "
+                f"({tags.DECISION}={(mv.tags or {}).get(tags.DECISION)!r})",
+            )
+        if not decision.promote:
+            self.record_rejection(name, version, aliases, dag_run, decision.reason)
+            return PromotionOutcome(name, version, aliases, False, decision.reason, decision.checks, [])
+        promoted, moves, reason = self.promote(name, version, aliases, dag_run, decision.reason, expected=expected)
+        if not promoted:
+            self._tag_decision(name, version, False, reason)
+        return PromotionOutcome(name, version, aliases, promoted, reason, decision.checks, moves)
+
+    def _tag_decision(self, name: str, version: str, promote: bool, reason: str) -> None:
+        self.client.set_model_version_tag(name, version, tags.DECISION, "promote" if promote else "reject")
+        self.client.set_model_version_tag(name, version, tags.REASON, reason[:5000])
+
     def record_rejection(self, name: str, version: str, aliases: list[str], dag_run: str, reason: str) -> None:
         for alias in aliases:
             current = self.version_for_alias(name, alias)
@@ -282,7 +361,7 @@ class RegistryService:
             return self.set_alias(name, alias, target, dag_run, reason, action="rollback")
 
     def _record(self, name: str, move: AliasMove) -> None:
-        key = f"{ALIAS_MOVE_TAG_PREFIX}{time.time_ns():020d}"
+        key = f"{tags.ALIAS_MOVE_PREFIX}{time.time_ns():020d}"
         self.client.set_registered_model_tag(name, key, json.dumps(move.to_dict(), sort_keys=True))
 
     def alias_history(self, name: str, alias: str | None = None) -> list[dict[str, Any]]:
@@ -290,7 +369,7 @@ class RegistryService:
         model = self.client.get_registered_model(name)
         moves = []
         for key, value in sorted(model.tags.items()):
-            if key.startswith(ALIAS_MOVE_TAG_PREFIX):
+            if key.startswith(tags.ALIAS_MOVE_PREFIX):
                 entry = json.loads(value)
                 if alias is None or entry["alias"] == alias:
                     moves.append(entry)
@@ -304,18 +383,11 @@ class RegistryService:
             versions = self.client.search_model_versions(f"name = '{name}'")
         except MlflowException:
             return []
-        return sorted({v.tags["lineage.checkpoint.uri"] for v in versions if v.tags.get("lineage.checkpoint.uri")})
+        return sorted({v.tags[tags.CHECKPOINT_URI] for v in versions if v.tags.get(tags.CHECKPOINT_URI)})
 
-    def version_metrics(self, version: ModelVersion, prefix: str = "eval.") -> dict[str, float]:
+    def version_metrics(self, version: ModelVersion, prefix: str = tags.EVAL_PREFIX) -> dict[str, float]:
         """Evaluation metrics recorded on a version as tags ``eval.<metric>``."""
-        out = {}
-        for key, value in (version.tags or {}).items():
-            if key.startswith(prefix):
-                try:
-                    out[key[len(prefix):]] = float(value)
-                except ValueError:
-                    continue
-        return out
+        return tags.metrics_from_tags(version.tags or {}, prefix)
 
 
 def require_version(service: RegistryService, name: str, version: str | int) -> ModelVersion:

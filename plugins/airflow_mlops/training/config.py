@@ -8,9 +8,15 @@ from dataclasses import asdict, dataclass, field, fields
 from enum import Enum, StrEnum
 from typing import Any
 
+from airflow_mlops.checkpoints.policy import CheckpointPolicy, MonitorMode, enum_value, positive_int
 from airflow_mlops.exceptions import MlopsConfigurationError, explain
+from airflow_mlops.factories import DEFAULT_MODEL_FACTORY
+from airflow_mlops.tasks import Task
 
-DEFAULT_MODEL_FACTORY = "airflow_mlops.training.models:tabular_mlp"
+__all__ = [
+    "DEFAULT_MODEL_FACTORY", "CheckpointPolicy", "DatasetSpec", "LrSchedule", "MonitorMode", "Strategy", "Task", "TrainingConfig",
+]
+
 _FACTORY_RE = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
 _ENDPOINT_RE = re.compile(r"^[\w.\-\[\]:]+:\d{1,5}$")
 _TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
@@ -23,43 +29,9 @@ class Strategy(StrEnum):
     FSDP = "fsdp"
 
 
-class Task(StrEnum):
-    """The learning problem; it picks the loss and the evaluation metrics."""
-
-    BINARY = "binary"
-    REGRESSION = "regression"
-    MULTICLASS = "multiclass"
-
-
-class MonitorMode(StrEnum):
-    """Whether a smaller or a larger monitored metric is better."""
-
-    MIN = "min"
-    MAX = "max"
-
-
 class LrSchedule(StrEnum):
     CONSTANT = "constant"
     COSINE = "cosine"
-
-
-def _enum(cls: type[Enum], value: Any, name: str) -> Any:
-    if isinstance(value, cls):
-        return value
-    try:
-        return cls(str(value).lower())
-    except ValueError:
-        raise MlopsConfigurationError(
-            explain(f"Unknown {name}", expected=f"one of {[m.value for m in cls]}", received=value)
-        ) from None
-
-
-def _positive_int(value: Any, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise MlopsConfigurationError(
-            explain(f"{name} is out of range", expected=f"an integer >= {minimum}", received=value)
-        )
-    return value
 
 
 def _table_uri(uri: Any, name: str) -> None:
@@ -115,61 +87,6 @@ class DatasetSpec:
 
 
 @dataclass(kw_only=True)
-class CheckpointPolicy:
-    """
-    How often checkpoints are written and which ones are kept.
-
-    :param every_n_steps: save after every N optimizer steps (exclusive with ``every_n_epochs``).
-    :param every_n_epochs: save after every N epochs; the default when neither is given is 1.
-    :param keep_last: how many of the newest checkpoints are kept (at least 2, so a corrupt newest one
-        still leaves one to resume from).
-    :param keep_best: how many of the best checkpoints by ``monitor`` are kept in addition.
-    :param monitor: the metric that ranks checkpoints, e.g. ``val_loss`` or ``val_auc``.
-    :param mode: ``min`` when smaller is better, ``max`` otherwise.
-    :param async_save: write checkpoints in a background thread while training goes on.
-    :param fsync_before_commit: on local disk, flush every file to the device before the checkpoint is
-        published. By default a checkpoint is published as soon as its files and manifest are written, which
-        already survives a killed process, and is flushed to the device right after on a background thread;
-        until that flush is done retention keeps the previous checkpoint, so a power loss can cost the newest
-        checkpoint only, and its checksums then reject it on resume.
-    """
-
-    every_n_steps: int | None = None
-    every_n_epochs: int | None = None
-    keep_last: int = 2
-    keep_best: int = 1
-    monitor: str = "val_loss"
-    mode: MonitorMode = MonitorMode.MIN
-    async_save: bool = False
-    fsync_before_commit: bool = False
-
-    def __post_init__(self) -> None:
-        if self.every_n_steps is not None and self.every_n_epochs is not None:
-            raise MlopsConfigurationError(
-                explain("Checkpoint frequency is given twice", expected="every_n_steps or every_n_epochs",
-                        received={"every_n_steps": self.every_n_steps, "every_n_epochs": self.every_n_epochs})
-            )
-        if self.every_n_steps is None and self.every_n_epochs is None:
-            self.every_n_epochs = 1
-        if self.every_n_steps is not None:
-            _positive_int(self.every_n_steps, "every_n_steps")
-        if self.every_n_epochs is not None:
-            _positive_int(self.every_n_epochs, "every_n_epochs")
-        if isinstance(self.keep_last, bool) or not isinstance(self.keep_last, int) or self.keep_last < 2:
-            raise MlopsConfigurationError(
-                explain("keep_last is too small", expected="an integer >= 2", received=self.keep_last,
-                        hint="with a single kept checkpoint a corrupt write leaves nothing to resume from.")
-            )
-        _positive_int(self.keep_best, "keep_best", minimum=0)
-        if not isinstance(self.monitor, str) or not self.monitor:
-            raise MlopsConfigurationError(explain("monitor is empty", expected="a metric name such as val_loss",
-                                                  received=self.monitor))
-        self.mode = _enum(MonitorMode, self.mode, "checkpoint mode")
-        self.async_save = bool(self.async_save)
-        self.fsync_before_commit = bool(self.fsync_before_commit)
-
-
-@dataclass(kw_only=True)
 class TrainingConfig:
     """
     One distributed training run.
@@ -221,9 +138,9 @@ class TrainingConfig:
             raise MlopsConfigurationError(
                 explain("dataset has the wrong type", expected="DatasetSpec or dict", received=type(self.dataset))
             )
-        self.task = _enum(Task, self.task, "task")
-        self.strategy = _enum(Strategy, self.strategy, "strategy")
-        self.lr_schedule = _enum(LrSchedule, self.lr_schedule, "lr_schedule")
+        self.task = enum_value(Task, self.task, "task")
+        self.strategy = enum_value(Strategy, self.strategy, "strategy")
+        self.lr_schedule = enum_value(LrSchedule, self.lr_schedule, "lr_schedule")
         if not isinstance(self.model_factory, str) or not _FACTORY_RE.match(self.model_factory):
             raise MlopsConfigurationError(
                 explain("model_factory is not an import path", expected="'package.module:function'",
@@ -235,10 +152,10 @@ class TrainingConfig:
                 explain("model_kwargs must be a mapping", expected="a dict", received=self.model_kwargs)
             )
         for name in ("epochs", "batch_size", "eval_batch_size", "nproc_per_node", "nnodes", "log_every_n_steps"):
-            _positive_int(getattr(self, name), name)
+            positive_int(getattr(self, name), name)
         if self.max_steps is not None:
-            _positive_int(self.max_steps, "max_steps")
-        _positive_int(self.seed, "seed", minimum=0)
+            positive_int(self.max_steps, "max_steps")
+        positive_int(self.seed, "seed", minimum=0)
         if isinstance(self.node_rank, bool) or not isinstance(self.node_rank, int) or not (
             0 <= self.node_rank < self.nnodes
         ):

@@ -1,16 +1,16 @@
-"""Model factories: the built-in tabular MLP and resolution of user factories given as ``module:function``."""
+"""The built-in model factory: a tabular MLP with feature scaling inside the model."""
 
 from __future__ import annotations
 
-import importlib
-import inspect
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from airflow_mlops.exceptions import MlopsConfigurationError, explain
+from airflow_mlops.factories import build_model, factory_parameters, resolve_factory
+
+__all__ = ["Rescale", "Standardize", "build_model", "factory_parameters", "resolve_factory", "tabular_mlp"]
 
 
 class Standardize(nn.Module):
@@ -27,6 +27,18 @@ class Standardize(nn.Module):
         return (x - self.mean) / self.std
 
 
+class Rescale(nn.Module):
+    """Outputs learnt as z-scores back in the target's units: ``mean + std * x``."""
+
+    def __init__(self, mean: float, std: float) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(float(mean), dtype=torch.float32))
+        self.register_buffer("std", torch.tensor(float(std) if std > 0 else 1.0, dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.std + self.mean
+
+
 def tabular_mlp(
     in_features: int,
     hidden_sizes: Sequence[int] = (64, 32),
@@ -34,8 +46,15 @@ def tabular_mlp(
     dropout: float = 0.0,
     feature_mean: Sequence[float] | None = None,
     feature_std: Sequence[float] | None = None,
+    target_mean: float | None = None,
+    target_std: float | None = None,
 ) -> nn.Module:
-    """A feed-forward network for tabular rows: [standardize] -> (Linear, ReLU, Dropout)* -> Linear."""
+    """
+    A feed-forward network for tabular rows: [standardize] -> (Linear, ReLU, Dropout)* -> Linear [-> rescale].
+
+    ``target_mean``/``target_std`` (regression; filled from the training rows) make the network learn z-scores
+    and answer in the target's units.
+    """
     if in_features < 1 or out_features < 1:
         raise MlopsConfigurationError(
             explain("tabular_mlp needs positive sizes", expected="in_features >= 1 and out_features >= 1",
@@ -51,51 +70,6 @@ def tabular_mlp(
             layers.append(nn.Dropout(dropout))
         width = int(hidden)
     layers.append(nn.Linear(width, out_features))
+    if target_mean is not None and target_std is not None:
+        layers.append(Rescale(target_mean, target_std))
     return nn.Sequential(*layers)
-
-
-def resolve_factory(path: str) -> Callable[..., nn.Module]:
-    """Import ``package.module:function`` (the function may be a dotted attribute path)."""
-    module_name, sep, attr = path.partition(":")
-    if not sep or not module_name or not attr:
-        raise MlopsConfigurationError(
-            explain("Model factory is not an import path", expected="'package.module:function'", received=path)
-        )
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise MlopsConfigurationError(
-            explain("Cannot import the model factory module", expected=f"an importable module {module_name!r}",
-                    received=str(exc), hint="add the folder that holds it to the operator's pythonpath.")
-        ) from exc
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise MlopsConfigurationError(
-                explain("Model factory not found in its module", expected=f"{attr!r} in {module_name}",
-                        received=sorted(n for n in dir(obj) if not n.startswith("_"))[:20])
-            )
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise MlopsConfigurationError(
-            explain("Model factory is not callable", expected="a function returning nn.Module", received=type(obj))
-        )
-    return obj
-
-
-def factory_parameters(factory: Callable[..., Any]) -> set[str]:
-    try:
-        return set(inspect.signature(factory).parameters)
-    except (TypeError, ValueError):
-        return set()
-
-
-def build_model(spec: dict[str, Any]) -> nn.Module:
-    """Build a model from a spec ``{"factory": "module:function", "kwargs": {...}}``."""
-    factory = resolve_factory(spec["factory"])
-    model = factory(**dict(spec.get("kwargs") or {}))
-    if not isinstance(model, nn.Module):
-        raise MlopsConfigurationError(
-            explain("The model factory returned no module", expected="a torch.nn.Module", received=type(model),
-                    hint=f"check {spec['factory']}.")
-        )
-    return model

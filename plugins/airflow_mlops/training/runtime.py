@@ -209,6 +209,12 @@ class Trainer:
             kwargs["feature_std"] = x64.std(0, unbiased=False).tolist()
         if self.cfg.task is Task.MULTICLASS and "out_features" in params and "out_features" not in kwargs:
             kwargs["out_features"] = int(self.y.max()) + 1
+        if self.cfg.task is Task.REGRESSION and {"target_mean", "target_std"} <= params and "target_mean" not in kwargs:
+            # Targets in their own units (e.g. 25..346) are learnt as z-scores inside the model, which answers in
+            # those units again: no scale for the caller to remember.
+            y64 = self.y.double()
+            kwargs["target_mean"] = float(y64.mean())
+            kwargs["target_std"] = float(y64.std(unbiased=False))
         return {"factory": self.cfg.model_factory, "kwargs": kwargs}
 
     def _wrap(self, model: nn.Module) -> nn.Module:

@@ -6,11 +6,10 @@ import json
 from typing import Any
 
 from airflow_mlops.lineage import TAG_PREFIX
+from airflow_mlops.registry.tags import EVAL_PREFIX, GATE_PREFIX
 
 #: Aliases shown as deployment environments, in promotion order; other aliases are listed after them.
 ENVIRONMENTS: tuple[str, ...] = ("staging", "production", "champion")
-EVAL_PREFIX = "eval."
-GATE_PREFIX = "mlops.gate."
 
 
 def _parse(text: str) -> Any:

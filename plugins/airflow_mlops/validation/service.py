@@ -172,8 +172,15 @@ class ValidationService:
         self.storage_for = storage_for
         self.clock = clock
 
-    def validate(self, config: ValidationConfig) -> ValidationOutcome:
-        """Validate one batch; raises only when the batch cannot be read (after quarantining it)."""
+    def validate(self, config: ValidationConfig,
+                 extra_checks: Callable[[pd.DataFrame], list[dict[str, Any]]] | None = None) -> ValidationOutcome:
+        """
+        Validate one batch; raises only when the batch cannot be read (after quarantining it).
+
+        ``extra_checks(df)`` runs after the suite on the same rows and returns failures of its own
+        (``{"expectation": name, "observed_value": ..., "column": ...}``); each counts as a failed critical
+        expectation: listed in the summary, quarantined and raised like the suite's.
+        """
         data_uri = resolve_data_path(config.data_path, config.allowed_root)
         suite = load_suite_dict(config.suite_path, self.storage_for(config.suite_path))
         storage = self.storage_for(data_uri)
@@ -190,6 +197,10 @@ class ValidationService:
         log.info("Validating %s (%d rows, %d columns, %s) against suite %s",
                  data_uri, len(df), df.shape[1], digest, suite["name"])
         core, result = validate_frame(df, suite, config.overrides, config.max_examples)
+        if extra_checks is not None:
+            extra = [{"severity": "critical", "type": "extra_check", **dict(f)} for f in extra_checks(df) or []]
+            core = {**core, "failures": [*core["failures"], *extra], "failed": core["failed"] + len(extra),
+                    "evaluated": core["evaluated"] + len(extra), "success": core["success"] and not extra}
         summary = {
             "success": core["success"],
             "evaluated": core["evaluated"],

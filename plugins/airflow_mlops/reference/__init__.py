@@ -1,1 +1,0 @@
-"""Settings of the reference DAGs shipped with the project (dags/)."""

@@ -1,0 +1,73 @@
+"""Names of the tags the package writes on MLflow runs, registered models and versions, beside their parsers.
+
+One place for every key: the registry service writes them, the operators, UI and scripts read them through
+these constants and functions, never through string literals of their own.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from airflow_mlops.lineage import TAG_PREFIX as LINEAGE_PREFIX
+
+# --- model versions ----------------------------------------------------------------------------------------------
+SOURCE_KEY = "mlops.source_key"  # DAG run + checkpoint a version was registered from: retries find it
+TASK = "mlops.task"  # the learning task the version was declared with
+DECISION = "mlops.gate.decision"  # promote | reject
+REASON = "mlops.gate.reason"
+GATE_PREFIX = "mlops.gate."
+EVAL_PREFIX = "eval."  # eval.<metric>: the version's own score on the evaluation set of its run
+EVAL_DIGEST = "eval.dataset_digest"
+EVAL_ROWS = "eval.rows"
+EVAL_ON_PREFIX = "eval_on."  # eval_on.<digest12>.<metric>: a champion's score on a later challenger's set
+CHECKPOINT_URI = f"{LINEAGE_PREFIX}checkpoint.uri"
+PARENT_VERSION = f"{LINEAGE_PREFIX}parent.version"
+
+# --- registered models -------------------------------------------------------------------------------------------
+ALIAS_MOVE_PREFIX = "mlops.alias_move."  # one tag per alias move, JSON of AliasMove
+
+# --- runs --------------------------------------------------------------------------------------------------------
+RUN_EVAL_DIGEST = "mlops.eval_digest"
+
+
+def eval_metric_tag(metric: str) -> str:
+    return f"{EVAL_PREFIX}{metric}"
+
+
+def run_eval_metric(who: str, metric: str) -> str:
+    """Run metric of one model's score in an evaluation: ``eval.challenger.auc``, ``eval.champion.auc``."""
+    return f"{EVAL_PREFIX}{who}.{metric}"
+
+
+def eval_on_tag(digest: str, metric: str) -> str:
+    """Tag of a champion's score on the evaluation set with ``digest`` (``sha256:...``)."""
+    return f"{EVAL_ON_PREFIX}{short_digest(digest)}.{metric}"
+
+
+def short_digest(digest: str, length: int = 12) -> str:
+    return digest.split(":")[-1][:length]
+
+
+def format_number(value: Any) -> str:
+    """A metric as a tag value: ``repr`` of the float, so it reads back exactly."""
+    return repr(float(value))
+
+
+def metrics_from_tags(tags: dict[str, str], prefix: str = EVAL_PREFIX) -> dict[str, float]:
+    """``eval.<metric>`` tags as ``{metric: value}``; non-numeric values (the digest) are left out."""
+    out: dict[str, float] = {}
+    for key, value in (tags or {}).items():
+        if key.startswith(prefix) and "." not in key[len(prefix):]:
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                continue
+            if not math.isnan(number) or value.lower() == "nan":
+                out[key[len(prefix):]] = number
+    return out
+
+
+def eval_on_metrics(tags: dict[str, str], digest: str) -> dict[str, float]:
+    """A version's scores on the evaluation set ``digest`` (``eval_on.<digest12>.<metric>`` tags)."""
+    return metrics_from_tags(tags, f"{EVAL_ON_PREFIX}{short_digest(digest)}.")
