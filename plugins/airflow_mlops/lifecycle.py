@@ -31,6 +31,7 @@ from airflow_mlops.operators.registry import (
 from airflow_mlops.operators.tracking import StartMlflowRunOperator
 from airflow_mlops.operators.training import DistributedTrainingOperator
 from airflow_mlops.operators.validation import DataValidationOperator
+from airflow_mlops.registry.tags import WINDOW_END, WINDOW_START, monitoring_experiment
 from airflow_mlops.spec import ModelSpec, Pipeline
 from airflow_mlops.tasks import MonitorMode, metric_mode
 
@@ -436,7 +437,10 @@ def drift_monitor_dag(pipeline: Pipeline, *, policy: dict[str, Any], dag_id: str
     with DAG(dag_id=dag_id, description=f"Drift and performance of the {spec.name} champion; a damping policy "
              "triggers continual learning", schedule=schedule, render_template_as_native_obj=True, params=params,
              **_dag_kwargs(doc or "", ["mlops", "drift"], **dag_kwargs)) as dag:
-        start_run = StartMlflowRunOperator(task_id="start_mlflow_run", experiment_name=f"{spec.name}-monitoring")
+        start_run = StartMlflowRunOperator(
+            task_id="start_mlflow_run", experiment_name=monitoring_experiment(spec.name),
+            params_to_log={WINDOW_START: window_start, WINDOW_END: window_end},
+        )
         cut = {"source_uri": "{{ params.source_uri }}", "time_column": spec.time_column, "time_type": spec.time_type,
                "key_column": spec.key_column, "holdout_fraction": 0.0, "allowed_root": pipeline.data_root,
                "min_rows": d.get("monitor_min_rows", 1), "multiple_outputs": True}
@@ -462,6 +466,7 @@ def drift_monitor_dag(pipeline: Pipeline, *, policy: dict[str, Any], dag_id: str
         trigger = TriggerPolicyOperator(
             task_id="trigger_policy", window_id=window_start + "/" + window_end, window_end=window_end,
             drift=drift.output, performance=performance.output, policy=policy, state_uri="{{ params.state_uri }}",
+            mlflow_run_id=start_run.output,
             event_extra={"source_uri": "{{ params.source_uri }}", "window_start": window_start,
                          "window_end": window_end, "monitor_run": "{{ dag.dag_id }}/{{ run_id }}"},
             outlets=[model_assets["drift"]],

@@ -67,13 +67,33 @@ def registered(mlflow_srv) -> dict[str, str]:
             "lineage.hyperparameters": json.dumps({"epochs": i, "processes": 2}),
             "lineage.orchestration.dag_id": "train_pipeline" if parent is None else "continual_learning",
             "eval.auc": f"0.7{i}",
+            "eval.dataset_digest": f"sha256:{i}{'ab' * 31}c",
+            "eval.rows": str(100 * i),
+            "mlops.task": "binary",
             "mlops.gate.decision": "promote",
+            "mlops.gate.reason": "auc=0.7200000001 vs champion 0.7155555555" if parent else "first model",
         }
         if parent:
             tags["lineage.parent.version"] = parent
+            tags["eval.champion_version"] = versions[0]
         mv = client.create_model_version(MODEL, source=f"runs:/{run_id}/model", run_id=run_id, tags=tags)
         versions.append(mv.version)
+        if parent:
+            # The champion's score on the challenger's evaluation rows, recorded when they were scored together.
+            client.set_model_version_tag(MODEL, versions[0], f"eval_on.{i}{'ab' * 5}a.auc", "0.69")
         service.set_alias(MODEL, "champion", mv.version, dag_run=f"train_pipeline/run{i}", reason="beats champion")
     service.set_alias(MODEL, "staging", versions[1], dag_run="train_pipeline/run2", reason="staged")
+    # Two monitored windows: a quiet one, then one that triggered a fine-tune.
+    monitoring = client.get_experiment_by_name(f"{MODEL}-monitoring")
+    mon_id = monitoring.experiment_id if monitoring else client.create_experiment(f"{MODEL}-monitoring")
+    for start, end, share, auc, action in (("1981-01-01", "1981-03-31", 0.25, 0.78, "none"),
+                                           ("1981-04-01", "1981-06-30", 0.875, 0.66, "fine_tune")):
+        run = client.create_run(mon_id, tags={"airflow.dag_id": "drift_monitor", "airflow.run_id": f"m{start}",
+                                              "mlops.policy.action": action,
+                                              "mlops.policy.signals": "performance_drop" if action != "none" else ""})
+        client.log_param(run.info.run_id, "window_start", start)
+        client.log_param(run.info.run_id, "window_end", end)
+        client.log_metric(run.info.run_id, "drift.share", share)
+        client.log_metric(run.info.run_id, "monitor.auc.value", auc)
     return {"v1": versions[0], "v2": versions[1]}
 

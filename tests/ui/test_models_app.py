@@ -75,7 +75,13 @@ def test_api_lists_models_with_environments_history_and_lineage(api_client, toke
     assert v2["parent_version"] == registered["v1"]
     assert v2["aliases"] == ["champion", "staging"]
     assert v2["lineage"]["hyperparameters"] == {"epochs": 2, "processes": 2}
-    assert v2["metrics"] == {"auc": "0.72"}
+    assert v2["metrics"] == {"auc": 0.72}
+    assert v2["evaluation"]["rows"] == 200 and v2["evaluation"]["champion_version"] == registered["v1"]
+    assert v2["comparison"] == {"metric": "auc", "value": 0.72, "champion_version": registered["v1"],
+                                "champion_value": 0.69, "set": v2["evaluation"]["set"], "rows": 200,
+                                "higher_is_better": True}
+    assert [w["action"] for w in detail["monitoring"]] == ["none", "fine_tune"]
+    assert detail["monitoring"][1]["drift_share"] == 0.875 and detail["monitoring"][1]["value"] == 0.66
 
     one = api_client.get(f"/mlops/api/models/{MODEL}/versions/{registered['v1']}", headers=auth).json()
     assert one["lineage"]["data"]["uri"] == "/data/window-1.parquet"
@@ -90,6 +96,12 @@ def test_page_with_the_ui_cookie_shows_versions_and_lineage(api_client, token, r
     assert f'data-version="{registered["v2"]}"' in html
     assert "/data/window-2.parquet" in html and "continual_learning" in html
     assert 'data-env="champion">v' + registered["v2"] in html
+    # Compared on the same rows, with the set named; readable history; DAG runs as links; both plots drawn.
+    assert f"auc 0.72 vs v{registered['v1']} 0.69" in html and "200 rows" in html
+    assert f"none &rarr; v{registered['v1']}" in html and f"v{registered['v1']} &rarr; v{registered['v2']}" in html
+    assert 'href="/dags/train_pipeline/runs/run2"' in html
+    assert 'class="plot metric-plot"' in html and 'class="plot timeline-plot"' in html
+    assert 'data-action="fine_tune"' in html and "0.7155555555" not in html
     index = api_client.get("/mlops/", headers={"Authorization": f"Bearer {token}"})
     assert index.status_code == 200 and f'href="/mlops/models/{MODEL}"' in index.text
 

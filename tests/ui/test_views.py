@@ -58,7 +58,7 @@ def test_version_view_and_model_summary():
                                               "lineage.parent.version": "1", "lineage.data.uri": "/d"})
     v10 = _mv("10")
     view = version_view(v2)
-    assert view["metrics"] == {"auc": "0.8"}
+    assert view["metrics"] == {"auc": 0.8}
     assert view["gate"] == {"decision": "promote"}
     assert view["parent_version"] == "1"
     assert view["lineage"]["data"] == {"uri": "/d"}
@@ -93,3 +93,35 @@ def test_version_aliases_come_from_the_model_when_the_search_omits_them():
     summary = model_summary(model, [_mv("1"), _mv("2")])
     assert {v["version"]: v["aliases"] for v in summary["versions"]} == {
         "2": ["champion", "staging"], "1": ["production"]}
+
+
+def test_a_rolled_back_version_is_shown_as_such():
+    from airflow_mlops.ui.views import version_states
+
+    v1 = version_view(_mv("1", aliases=["production"], tags={"mlops.gate.decision": "promote"}))
+    v2 = version_view(_mv("2", tags={"mlops.gate.decision": "promote"}))
+    v3 = version_view(_mv("3", tags={"mlops.gate.decision": "reject"}))
+    history = [{"alias": "production", "from_version": None, "to_version": "1", "action": "promote"},
+               {"alias": "production", "from_version": "1", "to_version": "2", "action": "promote"},
+               {"alias": "production", "from_version": "2", "to_version": "1", "action": "rollback"}]
+    assert version_states([v1, v2, v3], history) == {"1": "serving", "2": "rolled back", "3": "rejected"}
+
+
+def test_reasons_are_rounded_for_people():
+    assert pages.readable("auc=0.7718020541549953 vs champion 0.7") == "auc=0.7718 vs champion 0.7"
+
+
+def test_plots_are_svg_with_a_point_per_version_and_a_mark_per_action():
+    model = SimpleNamespace(name="m", description="", last_updated_timestamp=1, aliases={"champion": "2"})
+    v1 = _mv("1", tags={"eval.auc": "0.70", "eval.dataset_digest": "sha256:aa", "mlops.task": "binary"})
+    v2 = _mv("2", aliases=["champion"], tags={"eval.auc": "0.75", "eval.dataset_digest": "sha256:bb",
+                                              "eval.champion_version": "1", "mlops.task": "binary"})
+    v1.tags["eval_on.bb.auc"] = "0.71"
+    summary = model_summary(model, [v1, v2])
+    svg = pages.metric_plot(summary["versions"])
+    assert svg.count('class="version-point"') == 2 and "<svg" in svg
+    timeline = pages.timeline_plot([{"window": "a", "start": "1981-01-01", "drift_share": 0.5, "metric": "auc",
+                                     "value": 0.7, "action": "none"},
+                                    {"window": "b", "start": "1981-04-01", "drift_share": 0.9, "metric": "auc",
+                                     "value": 0.6, "action": "fine_tune", "signals": "performance_drop"}])
+    assert timeline.count('class="drift-bar"') == 2 and timeline.count('class="action"') == 1

@@ -167,6 +167,8 @@ class DriftDetectionOperator(HooksMixin, BaseOperator):
         return profile
 
     def _log_to_mlflow(self, context: Context, result: Any) -> str:
+        from airflow_mlops.registry.tags import DRIFT_PREDICTION_SCORE, DRIFT_SHARE
+
         client = self.hook.client
         run_id = str(self.mlflow_run_id)
         folder = f"drift/{self.task_id}"
@@ -174,9 +176,9 @@ class DriftDetectionOperator(HooksMixin, BaseOperator):
         client.log_text(run_id, json.dumps(result.summary.to_dict(), indent=1), f"{folder}/summary.json")
         if result.evidently_json:
             client.log_text(run_id, result.evidently_json, f"{folder}/evidently.json")
-        client.log_metric(run_id, "drift.share", result.summary.drift_share)
+        client.log_metric(run_id, DRIFT_SHARE, result.summary.drift_share)
         if result.summary.prediction is not None:
-            client.log_metric(run_id, "drift.prediction_score", result.summary.prediction.score)
+            client.log_metric(run_id, DRIFT_PREDICTION_SCORE, result.summary.prediction.score)
         experiment_id = client.get_run(run_id).info.experiment_id
         url = artifact_url(mlflow_ui_base(self.hook.settings), experiment_id, run_id, f"{folder}/report.html")
         if url:
@@ -240,7 +242,7 @@ class PerformanceMonitorOperator(HooksMixin, BaseOperator):
         from airflow_mlops.drift.performance import PerformanceConfig, assess
         from airflow_mlops.exceptions import DriftError, explain
         from airflow_mlops.registry.service import RegistryService
-        from airflow_mlops.registry.tags import metrics_from_tags
+        from airflow_mlops.registry.tags import metrics_from_tags, monitor_metric
         from airflow_mlops.tasks import predict_scores
 
         config = PerformanceConfig.from_dict(self.performance_config)
@@ -261,7 +263,7 @@ class PerformanceMonitorOperator(HooksMixin, BaseOperator):
         if self.mlflow_run_id:
             for key in ("value", "drop"):
                 if result.get(key) is not None:
-                    self.hook.client.log_metric(str(self.mlflow_run_id), f"monitor.{config.metric}.{key}",
+                    self.hook.client.log_metric(str(self.mlflow_run_id), monitor_metric(result["metric"], key),
                                                 float(result[key]))
         self.log.info("Champion v%s on %s: %s (%s)", version.version, self.labelled_uri,
                       "DEGRADED" if result["degraded"] else "ok", result["reason"])
@@ -281,11 +283,13 @@ class TriggerPolicyOperator(HooksMixin, BaseOperator):
     :param policy: :class:`~airflow_mlops.drift.policy.TriggerPolicy` fields (templated).
     :param state_uri: JSON file of the policy state, local or s3:// (templated); survives restarts.
     :param event_extra: more values for the asset event (templated), e.g. the window bounds to train on.
+    :param mlflow_run_id: monitoring run that records the decision as tags (templated), for the model page's timeline.
+    :param mlflow_conn_id: connection of type ``mlflow``.
     :param aws_conn_id: connection for s3:// paths; ``None`` reads the AWS environment.
     """
 
     template_fields: Sequence[str] = ("window_id", "window_end", "drift", "performance", "policy", "state_uri",
-                                      "event_extra", "aws_conn_id")
+                                      "event_extra", "mlflow_run_id", "aws_conn_id")
     ui_color = "#fbe3c4"
 
     def __init__(
@@ -298,10 +302,14 @@ class TriggerPolicyOperator(HooksMixin, BaseOperator):
         performance: Any = None,
         policy: dict[str, Any] | None = None,
         event_extra: dict[str, Any] | None = None,
+        mlflow_run_id: str | None = None,
+        mlflow_conn_id: str = MlflowHook.default_conn_name,
         aws_conn_id: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.mlflow_run_id = mlflow_run_id
+        self.mlflow_conn_id = mlflow_conn_id
         self.window_id = window_id
         self.window_end = window_end
         self.drift = drift
@@ -328,6 +336,12 @@ class TriggerPolicyOperator(HooksMixin, BaseOperator):
                   "performance": performance, **dict(self.event_extra or {})}
         self.log.info("Window %s: signals %s -> %s (%s)", self.window_id, sorted(signals) or "none",
                       decision.action.value, decision.reason)
+        if self.mlflow_run_id:
+            from airflow_mlops.registry.tags import POLICY_ACTION, POLICY_REASON, POLICY_SIGNALS
+
+            for key, value in ((POLICY_ACTION, decision.action.value), (POLICY_SIGNALS, ",".join(sorted(signals))),
+                               (POLICY_REASON, decision.reason[:5000])):
+                self.hook.client.set_tag(str(self.mlflow_run_id), key, value)
         if not decision.triggered:
             context["ti"].xcom_push(key="return_value", value=result)
             from airflow.sdk.exceptions import AirflowSkipException

@@ -204,7 +204,13 @@ class RegisterModelOperator(HooksMixin, BaseOperator):
         from airflow_mlops.registry.lineage_builder import build_lineage
         from airflow_mlops.registry.packaging import PackagedModel
         from airflow_mlops.registry.service import RegistryService
-        from airflow_mlops.registry.tags import EVAL_DIGEST, EVAL_ROWS, eval_metric_tag, format_number
+        from airflow_mlops.registry.tags import (
+            EVAL_CHAMPION,
+            EVAL_DIGEST,
+            EVAL_ROWS,
+            eval_metric_tag,
+            format_number,
+        )
         from airflow_mlops.tasks import as_task
 
         ti = context["ti"]
@@ -243,6 +249,8 @@ class RegisterModelOperator(HooksMixin, BaseOperator):
             if self.evaluation and self.evaluation.get("eval_digest"):
                 extra_tags[EVAL_DIGEST] = self.evaluation["eval_digest"]
                 extra_tags[EVAL_ROWS] = str(self.evaluation.get("eval_rows", ""))
+            if self.evaluation and self.evaluation.get("champion_version"):
+                extra_tags[EVAL_CHAMPION] = str(self.evaluation["champion_version"])
             self.hook.configure()
             mv = RegistryService(self.hook.client).register(
                 self.model_name, model, self.mlflow_run_id, lineage,

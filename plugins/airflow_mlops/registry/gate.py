@@ -70,6 +70,11 @@ class GateDecision:
         return asdict(self)
 
 
+def _num(x: float | None) -> str:
+    """A metric in a reason: four decimals, or what it is when it is no number."""
+    return f"{x:.4f}" if isinstance(x, int | float) and math.isfinite(x) else str(x)
+
+
 def _bad(x: float | None) -> bool:
     return x is None or (isinstance(x, float) and (math.isnan(x) or math.isinf(x)))
 
@@ -86,7 +91,7 @@ def decide(challenger: dict[str, float], champion: dict[str, float] | None, poli
                        "mode": mode.value, "passed": ok})
         if not ok:
             op = ">=" if mode is MonitorMode.MAX else "<="
-            failures.append(f"{metric}={value} is not {op} {limit}")
+            failures.append(f"{metric}={_num(value)} is not {op} {_num(limit)}")
     value = challenger.get(policy.metric)
     if _bad(value):
         failures.append(f"challenger has no valid {policy.metric} (got {value})")
@@ -96,8 +101,8 @@ def decide(challenger: dict[str, float], champion: dict[str, float] | None, poli
         checks.append({"check": "champion", "metric": policy.metric, "value": value, "champion": None,
                        "passed": not failures})
         if failures:
-            return GateDecision(False, "rejected: " + "; ".join(failures), checks)
-        return GateDecision(True, f"promoted: first model, {policy.metric}={value:.4f} passes all thresholds", checks)
+            return GateDecision(False, "; ".join(failures), checks)
+        return GateDecision(True, f"first model, {policy.metric}={_num(value)} passes all thresholds", checks)
     best = champion.get(policy.metric)
     if _bad(best):
         # A champion without the metric cannot be compared: only the thresholds decide.
@@ -120,5 +125,5 @@ def decide(challenger: dict[str, float], champion: dict[str, float] | None, poli
                 else f"{policy.metric}={value:.4f} does not beat champion {best:.4f} (required <= {required:.4f})"
             )
     if failures:
-        return GateDecision(False, "rejected: " + "; ".join(failures), checks)
-    return GateDecision(True, f"promoted: {policy.metric}={value:.4f} vs champion {best}", checks)
+        return GateDecision(False, "; ".join(failures), checks)
+    return GateDecision(True, f"{policy.metric}={_num(value)} vs champion {_num(best)}", checks)

@@ -263,7 +263,7 @@ class RegistryService:
                 current = self.version_for_alias(name, alias)
                 have = current.version if current is not None else None
                 if (str(have) if have is not None else None) != (str(want) if want is not None else None):
-                    why = (f"rejected: {alias} moved from v{want} to v{have} since the evaluation; "
+                    why = (f"{alias} moved from v{want} to v{have} since the evaluation; "
                            "evaluate again against the new holder")
                     self.record_rejection(name, version, aliases, dag_run, why)
                     return False, [], why
@@ -305,6 +305,7 @@ class RegistryService:
                 )
             decision = (decide or gate_decide)(evaluation["challenger"], evaluation.get("champion"), gate)
             expected[champion_alias] = evaluation.get("champion_version")
+            self.client.set_model_version_tag(name, version, tags.GATE_METRIC, gate.metric)
             self._tag_decision(name, version, decision.promote, decision.reason)
         else:
             if "champion_version" in evaluation:

@@ -16,10 +16,12 @@ SOURCE_KEY = "mlops.source_key"  # DAG run + checkpoint a version was registered
 TASK = "mlops.task"  # the learning task the version was declared with
 DECISION = "mlops.gate.decision"  # promote | reject
 REASON = "mlops.gate.reason"
+GATE_METRIC = "mlops.gate.metric"  # the metric the gate compared with the champion
 GATE_PREFIX = "mlops.gate."
 EVAL_PREFIX = "eval."  # eval.<metric>: the version's own score on the evaluation set of its run
 EVAL_DIGEST = "eval.dataset_digest"
 EVAL_ROWS = "eval.rows"
+EVAL_CHAMPION = "eval.champion_version"  # the champion the version was evaluated against (same rows)
 EVAL_ON_PREFIX = "eval_on."  # eval_on.<digest12>.<metric>: a champion's score on a later challenger's set
 CHECKPOINT_URI = f"{LINEAGE_PREFIX}checkpoint.uri"
 PARENT_VERSION = f"{LINEAGE_PREFIX}parent.version"
@@ -29,6 +31,29 @@ ALIAS_MOVE_PREFIX = "mlops.alias_move."  # one tag per alias move, JSON of Alias
 
 # --- runs --------------------------------------------------------------------------------------------------------
 RUN_EVAL_DIGEST = "mlops.eval_digest"
+POLICY_ACTION = "mlops.policy.action"  # on a monitoring run: what the trigger policy decided for the window
+POLICY_SIGNALS = "mlops.policy.signals"
+POLICY_REASON = "mlops.policy.reason"
+WINDOW_START = "window_start"  # params of a monitoring run
+WINDOW_END = "window_end"
+
+
+def monitoring_experiment(model_name: str) -> str:
+    """The MLflow experiment of a model's monitoring runs (one run per checked window)."""
+    return f"{model_name}-monitoring"
+
+
+def monitor_metric(metric: str, key: str = "value") -> str:
+    """Run metric of the champion's performance on a monitored window: ``monitor.auc.value``, ``.drop``."""
+    return f"monitor.{metric}.{key}"
+
+
+DRIFT_SHARE = "drift.share"
+DRIFT_PREDICTION_SCORE = "drift.prediction_score"
+
+
+#: ``eval.*`` tags that are not metrics.
+NOT_METRICS = frozenset({EVAL_DIGEST, EVAL_CHAMPION})
 
 
 def eval_metric_tag(metric: str) -> str:
@@ -58,7 +83,7 @@ def metrics_from_tags(tags: dict[str, str], prefix: str = EVAL_PREFIX) -> dict[s
     """``eval.<metric>`` tags as ``{metric: value}``; non-numeric values (the digest) are left out."""
     out: dict[str, float] = {}
     for key, value in (tags or {}).items():
-        if key.startswith(prefix) and "." not in key[len(prefix):]:
+        if key.startswith(prefix) and "." not in key[len(prefix):] and key not in NOT_METRICS:
             try:
                 number = float(value)
             except (TypeError, ValueError):

@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from airflow_mlops.ui import pages
 from airflow_mlops.ui.auth import UserDep, current_user, login_url
-from airflow_mlops.ui.views import model_summary, version_view
+from airflow_mlops.ui.views import model_summary, version_view, window_view
 
 log = logging.getLogger(__name__)
 
@@ -19,6 +19,7 @@ URL_PREFIX = "/mlops"
 #: The MLflow connection the page reads; the same one the DAGs use unless told otherwise.
 CONN_ID_ENV = "MLOPS_UI_MLFLOW_CONN_ID"
 MAX_VERSIONS = 200
+MAX_WINDOWS = 200
 
 
 class Registry:
@@ -48,7 +49,7 @@ class Registry:
                                 detail=f"registered model {name!r} not found") from exc
         escaped = name.replace("'", "\\'")
         versions = self.client.search_model_versions(f"name = '{escaped}'", max_results=MAX_VERSIONS)
-        return model_summary(model, list(versions))
+        return model_summary(model, list(versions), self.history(name))
 
     def version(self, name: str, version: str) -> dict[str, Any]:
         from mlflow.exceptions import MlflowException
@@ -61,6 +62,17 @@ class Registry:
 
     def history(self, name: str) -> list[dict[str, Any]]:
         return self.service.alias_history(name)
+
+    def monitoring(self, name: str, limit: int = MAX_WINDOWS) -> list[dict[str, Any]]:
+        """The monitored windows of a model, oldest first: drift share, the champion's metric, the action."""
+        from airflow_mlops.registry import tags as keys
+
+        experiment = self.client.get_experiment_by_name(keys.monitoring_experiment(name))
+        if experiment is None:
+            return []
+        runs = self.client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"],
+                                       max_results=limit)
+        return [window_view(run) for run in reversed(runs)]
 
     def version_url(self, name: str, version: str) -> str | None:
         from airflow_mlops.operators.links import mlflow_ui_base, model_version_url
@@ -95,7 +107,7 @@ def create_app() -> FastAPI:
 
     @app.get("/api/models/{name}")
     def get_model(name: str, user: UserDep, reg: RegistryDep) -> dict[str, Any]:
-        return {**reg.model(name), "alias_history": reg.history(name)}
+        return {**reg.model(name), "alias_history": reg.history(name), "monitoring": reg.monitoring(name)}
 
     @app.get("/api/models/{name}/versions/{version}")
     def get_version(name: str, version: str, user: UserDep, reg: RegistryDep) -> dict[str, Any]:
@@ -135,7 +147,8 @@ def create_app() -> FastAPI:
 
         def render() -> str:
             reg = get_registry()
-            return pages.model_page(reg.model(name), reg.history(name), _base(request), reg.version_url)
+            return pages.model_page(reg.model(name), reg.history(name), _base(request), reg.version_url,
+                                    reg.monitoring(name))
 
         return HTMLResponse(await run_in_threadpool(render))
 
