@@ -195,6 +195,8 @@ def definition(values: dict[str, str], a: Addresses | None = None) -> dict[str, 
             "MLFLOW_BACKEND_STORE_URI": f"postgresql+psycopg2://{s['MLFLOW_DB_USER']}:{s['MLFLOW_DB_PASSWORD']}"
                                         f"@{a.postgres}/{s['MLFLOW_DB']}",
             **s3_environment(s, a),
+            # No background job runner (huey) next to the server: nothing here submits MLflow jobs.
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
         }, ("postgres", "s3-init")),
         Service("airflow-init", ["bash", "-c", AIRFLOW_INIT], common, ("postgres", "s3-init")),
         Service("airflow-apiserver", ["airflow", "api-server"], common, core_deps),
@@ -549,8 +551,7 @@ class Topology:
 
     def start_mlflow(self, timeout: float = 180) -> None:
         cfg, svc = self.cfg, self.services["mlflow"]
-        env = {**native_environment(cfg, svc), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-        entry = _spawn(cfg, "mlflow", native_command(cfg, svc), env, cfg.home / "mlflow")
+        entry = _spawn(cfg, "mlflow", native_command(cfg, svc), native_environment(cfg, svc), cfg.home / "mlflow")
         self.processes["mlflow"] = entry
         self._save()
         _wait(cfg, entry, lambda: stack._get(f"{self.mlflow_url}/health")[0] == 200, timeout)
