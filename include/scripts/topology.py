@@ -460,7 +460,8 @@ class Topology:
     # -- what tests and users need to reach it
     @property
     def values(self) -> dict[str, str]:
-        return _settings(self.cfg)
+        """The docker/.env values of this topology, compose's defaults filled in."""
+        return settings_with_defaults(_settings(self.cfg))
 
     @property
     def services(self) -> dict[str, Service]:
