@@ -47,6 +47,28 @@ def _versions(client) -> list:
     return client.search_model_versions(f"name='{MODEL}'")
 
 
+def test_each_service_has_its_own_database_role_and_nothing_more(prod):
+    import psycopg2
+
+    v = prod.values
+    host, port = prod.topo.addresses.postgres.split(":")
+    roles = {"airflow": (v["AIRFLOW_DB_USER"], v["AIRFLOW_DB_PASSWORD"], v["AIRFLOW_DB"]),
+             "mlflow": (v["MLFLOW_DB_USER"], v["MLFLOW_DB_PASSWORD"], v["MLFLOW_DB"])}
+    for name, (user, password, db) in roles.items():
+        with psycopg2.connect(host=host, port=port, user=user, password=password, dbname=db) as conn:
+            cur = conn.cursor()
+            cur.execute("SELECT rolsuper, rolcreatedb, rolcreaterole FROM pg_roles WHERE rolname = current_user")
+            assert cur.fetchone() == (False, False, False), name
+            cur.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'")
+            assert cur.fetchone()[0] > 10, f"{name}'s schema is not in its own database"
+        conn.close()
+        other = roles["mlflow" if name == "airflow" else "airflow"][2]
+        with pytest.raises(psycopg2.OperationalError, match="permission denied"):
+            psycopg2.connect(host=host, port=port, user=user, password=password, dbname=other)
+        with pytest.raises(psycopg2.OperationalError, match="password authentication failed"):
+            psycopg2.connect(host=host, port=port, user=user, password="wrong", dbname=db)
+
+
 @pytest.fixture(scope="module")
 def reference_run(prod_env):
     """One uninterrupted train_pipeline run through the REST API: the weights the other runs must match."""
