@@ -52,7 +52,7 @@ def compose(tmp_path_factory) -> dict[str, dict]:
         assert proc.returncode == 0, proc.stderr
         text = proc.stdout
     else:
-        text = re.sub(r"\$\{(\w+)(?::?([-?])([^}]*))?\}",
+        text = re.sub(r"(?<!\$)\$\{(\w+)(?::?([-?])([^}]*))?\}",
                       lambda m: values.get(m.group(1)) or (m.group(3) if m.group(2) == "-" else ""),
                       (DOCKER / "compose.yaml").read_text())
     # Compose writes a literal $ as $$; the definition holds the text the shell or program receives.

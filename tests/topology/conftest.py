@@ -87,9 +87,12 @@ class Prod:
         return f"s3://{self.values['DATA_BUCKET']}/data"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def prod(tmp_path_factory):
-    """PostgreSQL, Redis, S3, MLflow server and Airflow with CeleryExecutor and two workers, on loopback."""
+    """
+    PostgreSQL, Redis, S3, MLflow server and Airflow with CeleryExecutor and two workers, on loopback: one
+    topology for the module's tests, stopped after them so the rest of the suite has the cores back.
+    """
     home = tmp_path_factory.mktemp("topology")
     topo = topology.Topology(topology.TopologyConfig(home=home, workers=2, extra_env=TEST_SETTINGS))
     topo.up(timeout=600)
@@ -106,8 +109,8 @@ def prod(tmp_path_factory):
         assert not left, f"processes left after stopping the topology: {left}"
 
 
-@pytest.fixture(scope="session")
-def prod_env(prod, tmp_path_factory):
+@pytest.fixture(scope="module")
+def prod_env(prod):
     """This process reads the topology's S3 as its tasks do (checkpoints, policy state)."""
     saved = {k: os.environ.get(k) for k in prod.s3_env()}
     os.environ.update(prod.s3_env())
