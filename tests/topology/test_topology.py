@@ -155,6 +155,15 @@ def _kill_tree(leader: int, node: str) -> set[int]:
     return seen
 
 
+def _objects(prod, prefix_uri: str) -> dict[str, tuple[str, int]]:
+    """Every object under an s3:// prefix with its ETag and size."""
+    from airflow_mlops.hooks.storage import split_s3
+
+    bucket, prefix = split_s3(prefix_uri)
+    pages = prod.s3().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return {o["Key"]: (o["ETag"], o["Size"]) for page in pages for o in page.get("Contents", [])}
+
+
 def _epoch(iso: str) -> float:
     import datetime as dt
 
@@ -218,6 +227,16 @@ def test_killed_worker_training_moves_to_the_other_worker_and_resumes_bitwise(pr
         time.sleep(0.5)
     orphans = _alive(killed) | _of_node(victim)
     assert not orphans, f"processes of {victim} left after SIGKILL: {orphans}"
+    # Nothing writes under the run's checkpoints from the kill until Airflow has failed the try (its
+    # heartbeat stopped) and before the retry starts.
+    written_after_kill = _objects(prod_env, checkpoint_dir)
+    while time.monotonic() < deadline:
+        ti = api.task_instance(DAG, run_id, "train")
+        if ti["try_number"] > 1 or ti["state"] != "running":
+            break
+        time.sleep(0.5)
+    noticed_after_s = time.monotonic() - kill_time
+    assert _objects(prod_env, checkpoint_dir) == written_after_kill
 
     run = api.wait_for_run(DAG, run_id, timeout=900)
     assert run["state"] == "success", api.explain(DAG, run_id)
@@ -244,6 +263,7 @@ def test_killed_worker_training_moves_to_the_other_worker_and_resumes_bitwise(pr
         "resumed_epoch": last_at_kill.epoch, "total_steps": total_steps,
         "processes_killed": len(killed), "orphans": len(orphans),
         "bitwise_equal_tensors": len(reference),
+        "try_failed_after_kill_s": round(noticed_after_s, 1),
         "retry_started_after_kill_s": round(_epoch(tries[-1]["start_date"]) - kill_clock, 1),
         "run_done_after_kill_s": round(time.monotonic() - kill_time, 1),
         "tries": [{k: t[k] for k in ("try_number", "hostname", "state")} for t in tries],
