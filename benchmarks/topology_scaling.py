@@ -15,6 +15,7 @@ import importlib.util
 import json
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -84,7 +85,7 @@ def main() -> int:
             walls.sort()
             print(f"{workers} worker(s): {walls} s on {sorted(hosts)}", flush=True)
             return {"workers": workers, "wall_s": [round(w, 1) for w in walls],
-                    "median_s": round(walls[len(walls) // 2], 1), "train_hosts": sorted(hosts)}
+                    "median_s": round(statistics.median(walls), 1), "train_hosts": sorted(hosts)}
 
         # Warm-up: parse, imports and the first window cut are not what is measured.
         api.run_and_wait("scaling_train", {**conf, "runs": 1, "epochs": 1}, timeout=900)
