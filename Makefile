@@ -1,4 +1,4 @@
-# airflow-mlops: make demo | make test | make bench | make up | make lint
+# airflow-mlops: make demo | make test | make bench | make up | make up-prod | make lint
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= $(CURDIR)/.venv
@@ -14,12 +14,13 @@ export AIRFLOW_CONN_MLFLOW_DEFAULT ?= {"conn_type": "mlflow", "extra": {"trackin
 export PATH := $(VENV)/bin:$(PATH)
 export GIT_PYTHON_REFRESH := quiet
 
-.PHONY: demo test test-all bench evaluate up down lint data install clean
+.PHONY: demo test test-all bench evaluate up down up-prod down-prod lint data install clean
 
-$(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt docker/requirements-deploy.txt constraints.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt -c constraints.txt
+	# requirements-deploy: the PostgreSQL drivers and the Celery provider of the production topology (make up-prod).
+	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt -r docker/requirements-deploy.txt -c constraints.txt
 	$(PY) -m pip install -q --no-deps -e .
 	# The build leaves plugins/airflow_mlops.egg-info; plugins/ is on sys.path in Airflow, so the package would be
 	# found twice and its plugin entry point registered twice. The installed dist-info is the one that counts.
@@ -68,6 +69,14 @@ up: install data $(AIRFLOW_HOME)/airflow.db
 
 down:
 	$(PY) include/scripts/stack.py down
+
+# The production topology natively: PostgreSQL, Redis, S3 (moto), MLflow server, Airflow with CeleryExecutor
+# and two workers (MLOPS_WORKERS), the services docker/compose.yaml deploys. Needs postgresql and redis-server (apt).
+up-prod: install
+	$(PY) include/scripts/topology.py up
+
+down-prod:
+	$(PY) include/scripts/topology.py down
 
 evaluate: install data
 	$(PY) benchmarks/evaluate_policies.py --out benchmarks/results/policies.json

@@ -5,6 +5,7 @@ standardized weather measurements with a next-day rain label. Nothing is downloa
 order; ``date`` numbers them as consecutive days from 1949-01-01 so that windows can be chosen by date.
 
     python include/datasets/build_rainfall.py --out data/rainfall/rainfall.parquet
+    python include/datasets/build_rainfall.py --if-missing --out s3://mlops-data/data/rainfall/rainfall.parquet
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ def source_csv() -> Path:
     return path
 
 
-def build(out: str | os.PathLike[str]) -> Path:
+def build(out: str | os.PathLike[str]) -> str:
+    """Write the table to ``out``: a local path, or an s3:// URI (the AWS environment says where and as whom)."""
     import pandas as pd
 
     raw = pd.read_csv(source_csv(), index_col=0)
@@ -53,20 +55,41 @@ def build(out: str | os.PathLike[str]) -> Path:
     df[TARGET] = df[TARGET].astype("int64")
     df.insert(0, "day", range(len(df)))
     df.insert(1, "date", (pd.Timestamp(START_DATE) + pd.to_timedelta(df["day"], unit="D")).dt.strftime("%Y-%m-%d"))
+    if str(out).startswith("s3://"):
+        import tempfile
+
+        from airflow_mlops.hooks.storage import get_storage
+
+        with tempfile.TemporaryDirectory() as tmp_dir:
+            tmp = Path(tmp_dir) / "rainfall.parquet"
+            df.to_parquet(tmp, index=False)
+            get_storage(str(out)).upload_file(str(tmp), str(out))
+        return str(out)
     out_path = Path(out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_suffix(".tmp")
     df.to_parquet(tmp, index=False)
     os.replace(tmp, out_path)
-    return out_path
+    return str(out_path)
+
+
+def exists(out: str) -> bool:
+    if out.startswith("s3://"):
+        from airflow_mlops.hooks.storage import get_storage
+
+        return get_storage(out).exists(out)
+    return Path(out).exists()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="data/rainfall/rainfall.parquet")
+    parser.add_argument("--out", default="data/rainfall/rainfall.parquet", help="local path or s3:// URI")
+    parser.add_argument("--if-missing", action="store_true", help="leave an existing table as it is")
     args = parser.parse_args()
-    path = build(args.out)
-    print(path)
+    if args.if_missing and exists(args.out):
+        print(f"{args.out} exists")
+        return
+    print(build(args.out))
 
 
 if __name__ == "__main__":

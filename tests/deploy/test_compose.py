@@ -97,10 +97,14 @@ def test_services_and_dependencies(resolved):
 def test_mlflow_server_uses_postgres_backend_and_s3_artifacts(resolved):
     mlflow = resolved["services"]["mlflow"]
     cmd = " ".join(mlflow["command"])
-    assert "--backend-store-uri=postgresql+psycopg2://" in cmd and "@postgres:5432/mlflow" in cmd
     assert "--artifacts-destination=s3://mlflow/" in cmd and "--serve-artifacts" in cmd
+    assert "password" not in cmd and "postgresql" not in cmd  # the backend URI comes from the environment
     env = mlflow["environment"]
+    assert env["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql+psycopg2://mlflow:")
+    assert env["MLFLOW_BACKEND_STORE_URI"].endswith("@postgres:5432/mlflow")
     assert env["MLFLOW_S3_ENDPOINT_URL"] == "http://s3:9000"
+    # Least privilege: the MLflow server holds none of Airflow's secrets.
+    assert not any(key.startswith("AIRFLOW") for key in env), sorted(env)
 
 
 def test_airflow_components_agree_on_database_secrets_and_api_address(resolved):
@@ -124,7 +128,8 @@ def test_published_ports_are_on_loopback_only(resolved):
 
 def test_example_env_holds_no_real_secret():
     env = _env_file()
-    for key in ("POSTGRES_PASSWORD", "S3_ACCESS_KEY", "S3_SECRET_KEY", "AIRFLOW_JWT_SECRET", "AIRFLOW_FERNET_KEY"):
+    for key in ("POSTGRES_PASSWORD", "AIRFLOW_DB_PASSWORD", "MLFLOW_DB_PASSWORD", "S3_ACCESS_KEY", "S3_SECRET_KEY",
+                "AIRFLOW_JWT_SECRET", "AIRFLOW_FERNET_KEY"):
         assert env[key].startswith("change-me"), key
 
 
