@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from airflow_mlops.lifecycle import drift_monitor_dag
+from airflow_mlops.lifecycle import drift_monitor_dag, quarterly
 from airflow_mlops.spec import load_pipeline
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -24,7 +24,10 @@ POLICY = {
 DOC = """
 ### drift_monitor
 
-Every quarter (or for the window given in the Params form): is the champion still fit for the data?
+Every quarter (or for the window given in the Params form): is the champion still fit for the data? A scheduled
+run checks the quarter that just ended (a data-interval timetable: Airflow 3's plain cron schedules give a run no
+interval), moved back by the Param `replay_offset_days`: 40 years by default, so the schedule replays the
+bundled history (1949-1998); 0 for live data.
 
 1. **prepare_reference / prepare_current**: the reference window (by default the two years before) and the window
    to check, cut out of the source table.
@@ -38,4 +41,4 @@ Every quarter (or for the window given in the Params form): is the champion stil
    event, with the summary, that `continual_learning` is scheduled on.
 """
 
-dag = drift_monitor_dag(RAINFALL, policy=POLICY, dag_id="drift_monitor", doc=DOC, schedule="@quarterly")
+dag = drift_monitor_dag(RAINFALL, policy=POLICY, dag_id="drift_monitor", doc=DOC, schedule=quarterly())

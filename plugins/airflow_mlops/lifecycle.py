@@ -391,10 +391,28 @@ def continual_learning_dag(pipeline: Pipeline, *, dag_id: str | None = None, doc
     return dag
 
 
+def quarterly() -> Any:
+    """
+    Every quarter, with a data interval that spans the quarter before the run.
+
+    Airflow 3's cron schedules (``"@quarterly"``) use ``CronTriggerTimetable``, whose data interval is the
+    logical date alone (start == end): a monitor needs the period that just ended, which
+    ``CronDataIntervalTimetable`` gives (a run at 2026-10-01 covers 2026-07-01 to 2026-10-01).
+    """
+    from airflow.sdk import CronDataIntervalTimetable
+
+    return CronDataIntervalTimetable("0 0 1 1,4,7,10 *", timezone="UTC")
+
+
 def drift_monitor_dag(pipeline: Pipeline, *, policy: dict[str, Any], dag_id: str | None = None,
                       doc: str | None = None, schedule: Any = None, reference_span: int = 730,
                       **dag_kwargs: Any) -> DAG:
-    """Window + reference -> validate -> drift and performance of the champion -> damping policy -> drift Asset."""
+    """
+    Window + reference -> validate -> drift and performance of the champion -> damping policy -> drift Asset.
+
+    Give ``schedule`` a data-interval timetable (e.g. :func:`quarterly`) for date columns: a scheduled run then
+    checks the interval that just ended; numeric time columns take their window from the Params.
+    """
     spec, d = pipeline.model, pipeline.defaults
     dag_id = dag_id or f"{spec.name}_drift_monitor"
     model_assets = assets(spec)
@@ -406,11 +424,15 @@ def drift_monitor_dag(pipeline: Pipeline, *, policy: dict[str, Any], dag_id: str
         ref_start = f"{{{{ params.reference_start if params.reference_start is not none else params.window_start - {reference_span} }}}}"
         ref_end = "{{ params.reference_end if params.reference_end is not none else params.window_start - 1 }}"
     else:
-        window_start = "{{ params.window_start or data_interval_start | ds }}"
-        window_end = "{{ params.window_end or macros.ds_add(data_interval_end | ds, -1) }}"
-        ref_start = (f"{{{{ params.reference_start or macros.ds_add(params.window_start or data_interval_start | ds, "
-                     f"-{reference_span}) }}}}")
-        ref_end = "{{ params.reference_end or macros.ds_add(params.window_start or data_interval_start | ds, -1) }}"
+        # With a data-interval timetable a scheduled run checks the interval that just ended; replay_offset_days
+        # moves it back into the data's own time (bundled history, or data that arrives late).
+        interval_start = "macros.ds_add(data_interval_start | ds, -params.replay_offset_days)"
+        interval_last = "macros.ds_add(data_interval_end | ds, -1 - params.replay_offset_days)"
+        start_expr = f"(params.window_start or {interval_start})"
+        window_start = f"{{{{ {start_expr} }}}}"
+        window_end = f"{{{{ params.window_end or {interval_last} }}}}"
+        ref_start = f"{{{{ params.reference_start or macros.ds_add({start_expr}, -{reference_span}) }}}}"
+        ref_end = f"{{{{ params.reference_end or macros.ds_add({start_expr}, -1) }}}}"
     unit = "units" if numeric else "days"
     metric = d.get("monitor_metric") or spec.gate_metric
     params = {
@@ -434,6 +456,12 @@ def drift_monitor_dag(pipeline: Pipeline, *, policy: dict[str, Any], dag_id: str
         "state_uri": Param(f"{pipeline.data_root}/drift/{spec.name}_policy_state.json", type="string",
                            title="Policy state file", description="JSON file of the damping policy's state."),
     }
+    if not numeric:
+        params["replay_offset_days"] = Param(
+            int(d.get("replay_offset_days", 0)), type="integer", minimum=0, title="Replay offset (days)",
+            description="A scheduled run checks its data interval moved back by this many days: 0 for live data; "
+            + (f"{d['replay_offset_days']} replays the bundled history ({d.get('coverage', '')})"
+               if d.get("replay_offset_days") else "set it to replay older data on the schedule") + ".")
     with DAG(dag_id=dag_id, description=f"Drift and performance of the {spec.name} champion; a damping policy "
              "triggers continual learning", schedule=schedule, render_template_as_native_obj=True, params=params,
              **_dag_kwargs(doc or "", ["mlops", "drift"], **dag_kwargs)) as dag:

@@ -77,6 +77,24 @@ class AirflowApi:
     def unpause(self, dag_id: str) -> None:
         self.request("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False})
 
+    def pause(self, dag_id: str) -> None:
+        self.request("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": True})
+
+    def settle(self, dag_ids: tuple[str, ...], timeout: float = 900, quiet_s: float = 10) -> None:
+        """Wait until none of ``dag_ids`` has a queued or running run (and none starts for ``quiet_s``)."""
+        deadline = time.monotonic() + timeout
+        quiet_since = None
+        while time.monotonic() < deadline:
+            busy = [r["dag_run_id"] for d in dag_ids for r in self.runs(d) if r["state"] in ("queued", "running")]
+            if busy:
+                quiet_since = None
+            elif quiet_since is None:
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since >= quiet_s:
+                return
+            time.sleep(3)
+        raise AssertionError(f"runs of {dag_ids} still active after {timeout}s")
+
     def trigger(self, dag_id: str, conf: dict[str, Any]) -> str:
         run = self.request("POST", f"/api/v2/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf})
         return run["dag_run_id"]
@@ -143,6 +161,42 @@ def airflow_stack(tmp_path_factory, e2e_mlflow, rainfall_source):
         stack.down(cfg, grace=30)
         left = stack._running(sorted(descendants | set(pids)))
         assert not left, f"processes left after stopping the stack: {left}"
+
+
+@pytest.fixture(scope="session")
+def champion(airflow_stack, mlflow_client):
+    """A champion of the reference model: the one a test before made, else trained here, so each test runs alone."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow_client.get_model_version_by_alias("rainfall", "champion")
+    except MlflowException:
+        pass
+    airflow_stack.wait_for_dag("train_pipeline")
+    airflow_stack.unpause("train_pipeline")
+    airflow_stack.run_and_wait("train_pipeline", {"window_start": "1950-01-01", "window_end": "1952-12-31",
+                                                  "epochs": 1, "processes": 2, "batch_size": 128, "min_auc": 0.5})
+    return mlflow_client.get_model_version_by_alias("rainfall", "champion")
+
+
+@pytest.fixture(scope="session")
+def monitored_window(airflow_stack, mlflow_client, champion, tmp_path_factory) -> None:
+    """At least one window checked by drift_monitor (what the drift tests did, else one run here)."""
+    def monitored() -> bool:
+        experiment = mlflow_client.get_experiment_by_name("rainfall-monitoring")
+        return experiment is not None and bool(mlflow_client.search_runs([experiment.experiment_id], max_results=1))
+
+    if monitored():
+        return
+    api = airflow_stack
+    api.wait_for_dag("drift_monitor")
+    api.unpause("drift_monitor")  # its scheduled run checks a window too
+    api.settle(("drift_monitor", "continual_learning"))
+    if monitored():
+        return
+    state = tmp_path_factory.mktemp("monitor") / "state.json"
+    api.run_and_wait("drift_monitor", {"window_start": "1983-01-01", "window_end": "1983-03-31",
+                                       "state_uri": str(state)})
 
 
 @pytest.fixture(scope="session")

@@ -113,3 +113,25 @@ def test_trigger_from_the_params_form_and_find_the_version_on_the_model_page(bro
     page.locator(f'details.lineage[data-version="{version}"]').wait_for()
     page.screenshot(path=str(artifacts_dir / "4-model-page-lineage.png"), full_page=True)
     page.close()
+
+
+def test_model_page_draws_the_metric_per_version_and_the_monitoring_timeline(browser, airflow_stack, champion,
+                                                                             monitored_window, artifacts_dir):
+    api = airflow_stack
+    page = browser.new_page()
+    page.goto(f"{api.url}/mlops/models/rainfall")
+    if page.locator('input[name="username"]').count():
+        _login(page, api)
+        page.goto(f"{api.url}/mlops/models/rainfall")
+    plot = page.locator("svg.metric-plot")
+    plot.wait_for()
+    assert plot.locator("circle.version-point").count() >= 1
+    timeline = page.locator("svg.timeline-plot")
+    assert timeline.locator("rect.drift-bar").count() >= 1, "the monitored window is drawn"
+    assert "vs champion" in page.locator("table.versions").inner_text() or "first model" in page.locator(
+        "table.versions").inner_text()
+    plot.scroll_into_view_if_needed()
+    page.screenshot(path=str(artifacts_dir / "5-model-page-plots.png"), full_page=True)
+    timeline.screenshot(path=str(artifacts_dir / "6-monitoring-timeline.png"))
+    plot.screenshot(path=str(artifacts_dir / "7-metric-per-version.png"))
+    page.close()

@@ -58,11 +58,11 @@ def test_train_pipeline_triggered_through_the_rest_api(airflow_stack, mlflow_cli
     assert model["environments"]["champion"] == champion.version
 
 
-def test_human_approval_gates_production(airflow_stack, mlflow_client):
+def test_human_approval_gates_production(airflow_stack, mlflow_client, champion):
     """With the Param require_approval, staging moves at once and production only after Approve in the UI/API."""
     api = airflow_stack
     before = _champion(mlflow_client)
-    assert before is not None, "the first test registers the champion"
+    assert before is not None
     # The same Params and seed train the same weights, so the gate's "not worse than the champion" holds.
     run_id = api.trigger("train_pipeline", {**TRAIN_CONF, "require_approval": True})
     deadline = time.monotonic() + 900
@@ -96,13 +96,15 @@ DRIFT_DAGS = [REPO / "dags" / "drift_monitor.py", REPO / "dags" / "continual_lea
 
 @pytest.mark.skipif(not all(p.exists() for p in DRIFT_DAGS), reason="drift_monitor / continual_learning not present")
 def test_drift_event_schedules_continual_learning_which_changes_the_champion(airflow_stack, mlflow_client,
-                                                                             tmp_path):
+                                                                             champion, tmp_path):
     api = airflow_stack
     for dag_id in ("drift_monitor", "continual_learning"):
         api.wait_for_dag(dag_id)
         api.unpause(dag_id)
+    # Unpaused, drift_monitor also gets its scheduled run (see the test below); let it and what it triggers finish.
+    api.settle(("drift_monitor", "continual_learning"))
     before = _champion(mlflow_client)
-    assert before is not None, "the train_pipeline test registers the first champion"
+    assert before is not None
     known = {r["dag_run_id"] for r in api.runs("continual_learning")}
 
     state_uri = _policy_state_after_earlier_windows(tmp_path / "policy_state.json")
@@ -125,6 +127,29 @@ def test_drift_event_schedules_continual_learning_which_changes_the_champion(air
     assert after.tags.get("lineage.parent.version") == before.version  # fine-tuned from the old champion
     history = api.request("GET", f"/mlops/api/models/{MODEL}")["alias_history"]
     assert (history[-1]["from_version"], history[-1]["to_version"]) == (before.version, after.version)
+
+
+def test_scheduled_drift_monitor_run_succeeds(airflow_stack, champion):
+    """Unpaused, drift_monitor gets a scheduled run for the quarter that just ended (replayed 40 years back into the
+    bundled data) and it succeeds: the window follows the run's data interval, no Params needed."""
+    api = airflow_stack
+    api.wait_for_dag("drift_monitor")
+    api.unpause("drift_monitor")  # (the drift test above may have unpaused it already: its scheduled run counts)
+    deadline = time.monotonic() + 240
+    scheduled: list[dict] = []
+    while not scheduled and time.monotonic() < deadline:
+        scheduled = [r for r in api.runs("drift_monitor") if r["run_type"] == "scheduled"]
+        time.sleep(3)
+    assert scheduled, "unpausing drift_monitor created no scheduled run"
+    run = scheduled[0]
+    assert run["data_interval_start"] < run["data_interval_end"], run
+    run = api.wait_for_run("drift_monitor", run["dag_run_id"], timeout=900)
+    assert run["state"] == "success", api.explain("drift_monitor", run["dag_run_id"])
+    window = api.request("GET", f"/api/v2/dags/drift_monitor/dagRuns/{run['dag_run_id']}/taskInstances/"
+                         "prepare_current/xcomEntries/return_value")["value"]
+    start = run["data_interval_start"][:10]
+    assert window["start"] < start and window["start"][5:] == start[5:], (window, start)
+    api.settle(("drift_monitor", "continual_learning"))  # what the scheduled run triggered, before other tests
 
 
 #: Three decades after the training window: the features and the champion's predictions have drifted.
