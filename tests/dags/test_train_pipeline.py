@@ -50,6 +50,15 @@ def test_train_pipeline_registers_champion_with_lineage(airflow_db, mlflow_fresh
     packages = client.download_artifacts(mv.run_id, "lineage/packages.txt")
     assert "torch==" in Path(packages).read_text()
     assert tags["mlops.task"] == "binary"
+    # Lineage MLflow's own UI shows: the run's datasets, the version's description, the model's pointer to the page.
+    run = client.get_run(mv.run_id)
+    contexts = {next(t.value for t in d.tags if t.key == "mlflow.data.context") for d in run.inputs.dataset_inputs}
+    assert contexts == {"training", "evaluation"}, run.inputs.dataset_inputs
+    training = next(d.dataset for d in run.inputs.dataset_inputs
+                    if any(t.value == "training" for t in d.tags))
+    assert training.digest == tags["lineage.data.digest"].split(":")[-1][:8]
+    assert "rows" in mv.description and tags["lineage.code.git_commit"] in mv.description
+    assert "/mlops/models/rainfall" in client.get_registered_model("rainfall").description
     # The version loads back through MLflow's pyfunc (rebuilt from weights, no pickle) and answers with the
     # probability of rain; the module rebuilt by the package gives the same numbers.
     import mlflow.pyfunc

@@ -202,7 +202,7 @@ class RegisterModelOperator(HooksMixin, BaseOperator):
         from airflow_mlops.checkpoints import load_model
         from airflow_mlops.datasets import read_table
         from airflow_mlops.registry.lineage_builder import build_lineage
-        from airflow_mlops.registry.packaging import PackagedModel
+        from airflow_mlops.registry.packaging import PackagedModel, dataset_input
         from airflow_mlops.registry.service import RegistryService
         from airflow_mlops.registry.tags import (
             EVAL_CHAMPION,
@@ -251,11 +251,19 @@ class RegisterModelOperator(HooksMixin, BaseOperator):
                 extra_tags[EVAL_ROWS] = str(self.evaluation.get("eval_rows", ""))
             if self.evaluation and self.evaluation.get("champion_version"):
                 extra_tags[EVAL_CHAMPION] = str(self.evaluation["champion_version"])
+            validation = self.validation or {}
+            datasets = [(dataset_input(data_uri, validation.get("digest"), f"{self.model_name}-training",
+                                       validation.get("schema")), "training")]
+            if self.evaluation and self.evaluation.get("eval_uri"):
+                datasets.append((dataset_input(self.evaluation["eval_uri"], self.evaluation.get("eval_digest"),
+                                               f"{self.model_name}-evaluation"), "evaluation"))
             self.hook.configure()
             mv = RegistryService(self.hook.client).register(
                 self.model_name, model, self.mlflow_run_id, lineage,
                 f"{dag.dag_id}/{context['run_id']}/{self.checkpoint_uri}", example, packages, extra_tags,
-                meta=meta, code_paths=_factory_code_paths(manifest["model_spec"]), description=self.description,
+                meta=meta, code_paths=_factory_code_paths(manifest["model_spec"]),
+                description="\n\n".join(filter(None, [self.description, _models_page_description(self.model_name)])),
+                datasets=datasets,
             )
         url = model_version_url(mlflow_ui_base(self.hook.settings), self.model_name, mv.version)
         if url:
@@ -431,6 +439,15 @@ def _bundle(context: Context) -> dict[str, Any] | None:
     name = getattr(dag_run, "bundle_name", None) or getattr(context.get("dag"), "bundle_name", None)
     version = getattr(dag_run, "bundle_version", None)
     return {"name": name, "version": version} if name or version else None
+
+
+def _models_page_description(name: str) -> str:
+    """The registered model's description: where its versions, comparisons, history and lineage are shown."""
+    from airflow.configuration import conf
+
+    base = (conf.get("api", "base_url", fallback="") or "").rstrip("/")
+    return (f"Registered by airflow-mlops. Versions compared on the same rows, alias history, monitoring and "
+            f"lineage: {base}/mlops/models/{name} (Airflow UI: Models).")
 
 
 def _factory_code_paths(model_spec: dict[str, Any]) -> list[str]:

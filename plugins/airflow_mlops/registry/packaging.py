@@ -138,3 +138,46 @@ def load_registered(client: Any, name: str, version: str) -> tuple[nn.Module, Pa
                         hint="the version was not registered by this package; register it again.")
             ) from exc
         return read_package(local)
+
+
+def dataset_input(uri: str, digest: str | None, name: str, schema: dict[str, str] | None = None) -> Any:
+    """
+    An MLflow dataset for a table the package already read and digested: its location, the package's digest
+    and schema, no second read of the rows (MLflow's UI lists it under the run's "Datasets").
+    """
+    import warnings
+
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.types import ColSpec, Schema
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "can be interpreted in multiple ways": any local source is the same
+        source = resolve_dataset_source(uri)
+    cols = None
+    if schema:
+        kinds = {"int64": "long", "int32": "integer", "float64": "double", "float32": "float", "bool": "boolean"}
+        cols = Schema([ColSpec(kinds.get(str(t), "string"), str(c)) for c, t in schema.items()])
+    short = (digest or "").split(":")[-1][:8] or None
+    return MetaDataset(source=source, name=name, digest=short, schema=cols)
+
+
+def lineage_summary(lineage: dict[str, Any], task: str) -> str:
+    """The version's description in MLflow's UI: what it learnt from, with which code and settings, and where."""
+    data, code = lineage.get("data") or {}, lineage.get("code") or {}
+    framework, orchestration = lineage.get("framework") or {}, lineage.get("orchestration") or {}
+    parent = (lineage.get("parent") or {}).get("version")
+    lines = [
+        f"{task} model; data {data.get('uri')} ({data.get('rows')} rows, {data.get('digest')})",
+        f"code {code.get('git_commit')}{' (dirty)' if code.get('git_dirty') else ''} in {code.get('repository')}; "
+        f"package {code.get('package_version')}",
+        f"hyperparameters {json.dumps(lineage.get('hyperparameters') or {}, sort_keys=True)}",
+        f"framework torch {framework.get('torch')}, python {framework.get('python')}, "
+        f"{framework.get('model_factory') or framework.get('model_class')}",
+        f"image {(lineage.get('training_image') or {}).get('reference')}",
+        f"Airflow {orchestration.get('dag_id')} / {orchestration.get('run_id')} (try {orchestration.get('try_number')})",
+        f"checkpoint {(lineage.get('checkpoint') or {}).get('uri')}",
+    ]
+    if parent:
+        lines.append(f"fine-tuned from version {parent}")
+    return "\n".join(lines)

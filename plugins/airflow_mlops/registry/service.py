@@ -105,10 +105,13 @@ class RegistryService:
         meta: PackagedModel,
         code_paths: list[str] | None = None,
         description: str | None = None,
+        datasets: list[tuple[Any, str]] | None = None,
     ) -> ModelVersion:
         """
         Log ``model`` to ``run_id`` (weights and spec, served by the package's pyfunc) and register it, once per
-        ``source_key``. The signature comes from the model's real output on ``input_example``.
+        ``source_key``. The signature comes from the model's real output on ``input_example``. ``datasets``
+        (``(mlflow dataset, context)``) are logged as the run's inputs; the version's description summarises its
+        lineage, so MLflow's own UI shows where it came from.
         """
         check_complete(lineage)
         existing = self.find_version_by_source(name, source_key)
@@ -118,10 +121,12 @@ class RegistryService:
         import mlflow
         import torch
 
-        from airflow_mlops.registry.packaging import log_packaged_model
+        from airflow_mlops.registry.packaging import lineage_summary, log_packaged_model
 
         self.ensure_registered_model(name, description=description)
         with mlflow.start_run(run_id=run_id):
+            for dataset, context in datasets or []:
+                mlflow.log_input(dataset, context=context)
             info = log_packaged_model(
                 model, meta, input_example, code_paths=code_paths,
                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}"],
@@ -135,7 +140,8 @@ class RegistryService:
         if existing is not None:
             return existing
         mv = self.client.create_model_version(name, source=info.model_uri, run_id=run_id, tags=version_tags,
-                                               model_id=getattr(info, "model_id", None))
+                                               model_id=getattr(info, "model_id", None),
+                                               description=lineage_summary(lineage.to_dict(), meta.task))
         self._wait_ready(name, mv.version)
         return self.client.get_model_version(name, mv.version)
 
