@@ -67,6 +67,14 @@ class LineageIncompleteError(RegistryError, ValueError):
         )
 
 
+class LockTimeoutError(RegistryError):
+    """Another promotion or rollback of the same model held the registry lock for too long."""
+
+
+class LockLostError(RegistryError):
+    """A registry lock holder was taken over (paused or cut off past the lock's ttl); its decision is void."""
+
+
 class PromotionRejectedError(RegistryError):
     """The promotion gate rejected a challenger; no alias was moved."""
 

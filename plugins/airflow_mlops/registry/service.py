@@ -12,8 +12,14 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from airflow_mlops.exceptions import RegistryError, explain
+from airflow_mlops.exceptions import LockTimeoutError, RegistryError, explain  # noqa: F401 - re-exported
 from airflow_mlops.lineage import LineageRecord, check_complete
+from airflow_mlops.registry.lock import (  # noqa: F401 - LOCK_PREFIX re-exported
+    DEFAULT_TTL_S,
+    DEFAULT_WAIT_S,
+    LOCK_PREFIX,
+    RegistryLock,
+)
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -25,14 +31,6 @@ SOURCE_KEY_TAG = "mlops.source_key"
 ALIAS_MOVE_TAG_PREFIX = "mlops.alias_move."
 DECISION_TAG = "mlops.gate.decision"
 REASON_TAG = "mlops.gate.reason"
-LOCK_PREFIX = "mlops-lock--"
-LOCK_EXPIRES_TAG = "mlops.lock.expires"
-LOCK_OWNER_TAG = "mlops.lock.owner"
-
-
-class LockTimeoutError(RegistryError):
-    """Another promotion or rollback of the same model held the registry lock for too long."""
-
 
 @dataclass(frozen=True)
 class AliasMove:
@@ -155,64 +153,17 @@ class RegistryService:
 
     # --- mutual exclusion -----------------------------------------------------------------------------------
 
+    #: Lock timing for promotions and rollbacks; see :class:`~airflow_mlops.registry.lock.RegistryLock`.
+    lock_ttl_s: float = DEFAULT_TTL_S
+    lock_wait_s: float = DEFAULT_WAIT_S
+
     @contextmanager
-    def lock(self, name: str, owner: str, ttl_s: float = 300, wait_s: float = 120) -> Iterator[None]:
-        """
-        Exclusive lock over the aliases of ``name``, shared by every process that talks to this registry.
-
-        MLflow has no compare-and-set on aliases, but creating a registered model is atomic (the name is a
-        unique key): the lock is a registered model ``mlops-lock--<name>`` created on entry and deleted on exit.
-        A lock older than ``ttl_s`` (a crashed holder) is broken.
-        """
-        from mlflow.exceptions import MlflowException
-
-        lock_name = f"{LOCK_PREFIX}{name}"
-        deadline = time.monotonic() + wait_s
-        delay = 0.05
-        while True:
-            try:
-                self.client.create_registered_model(
-                    lock_name,
-                    tags={LOCK_OWNER_TAG: owner, LOCK_EXPIRES_TAG: repr(time.time() + ttl_s)},
-                    description=f"Lock held while aliases of {name} move; deleted when the move is done.",
-                )
-                break
-            except MlflowException as exc:
-                if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code) and "already exists" not in str(exc):
-                    raise
-                self._break_stale_lock(lock_name)
-                if time.monotonic() > deadline:
-                    raise LockTimeoutError(
-                        explain(f"Registry lock of {name} is held by another promotion",
-                                expected=f"the lock to be released within {wait_s:.0f}s",
-                                received=lock_name,
-                                hint="retry the task; if no promotion is running, delete the registered model "
-                                f"{lock_name!r}.")
-                    ) from exc
-                time.sleep(delay)
-                delay = min(delay * 2, 1.0)
-        try:
-            yield
-        finally:
-            try:
-                self.client.delete_registered_model(lock_name)
-            except MlflowException:
-                log.warning("Could not delete registry lock %s; it expires after %.0fs", lock_name, ttl_s)
-
-    def _break_stale_lock(self, lock_name: str) -> None:
-        from mlflow.exceptions import MlflowException
-
-        try:
-            model = self.client.get_registered_model(lock_name)
-        except MlflowException:
-            return
-        expires = float(model.tags.get(LOCK_EXPIRES_TAG, "0") or 0)
-        if expires and time.time() > expires:
-            log.warning("Breaking expired registry lock %s held by %s", lock_name, model.tags.get(LOCK_OWNER_TAG))
-            try:
-                self.client.delete_registered_model(lock_name)
-            except MlflowException:
-                pass
+    def lock(self, name: str, owner: str, ttl_s: float | None = None, wait_s: float | None = None,
+             ) -> Iterator[RegistryLock]:
+        """Exclusive lock over the aliases of ``name`` (:class:`~airflow_mlops.registry.lock.RegistryLock`)."""
+        with RegistryLock(self.client, name, owner, ttl_s=ttl_s or self.lock_ttl_s,
+                          wait_s=wait_s or self.lock_wait_s) as held:
+            yield held
 
     # --- promotion and rollback -----------------------------------------------------------------------------
 
