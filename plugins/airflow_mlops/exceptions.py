@@ -39,12 +39,20 @@ class TrainingError(MlopsError):
     """The training processes failed or produced no usable result."""
 
 
+class TrackingUnavailableError(MlopsError):
+    """MLflow stayed unreachable past the retry budget; the task fails so that Airflow's retry takes over."""
+
+
 class CheckpointError(MlopsError):
     """A checkpoint could not be written, committed or read."""
 
 
 class CheckpointCorruptError(CheckpointError):
     """A committed checkpoint does not match its manifest (checksum mismatch or missing file)."""
+
+
+class CheckpointFencedError(CheckpointError):
+    """A newer try of the run owns the checkpoint folder; this (stale) writer may not commit or delete there."""
 
 
 class RegistryError(MlopsError):

@@ -210,7 +210,27 @@ def _hold_lock(argv: list[str]) -> int:
     return 0
 
 
+# ---- a training task in its own process --------------------------------------------------------------------
+def _train(argv: list[str]) -> int:
+    """What a task process does: run the launcher, print its lines (``--config``: TrainingConfig JSON)."""
+    import json
+
+    from airflow_mlops.training.config import TrainingConfig
+    from airflow_mlops.training.launcher import TorchrunLauncher
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config", required=True)
+    args = parser.parse_args(argv)
+    with open(args.config, encoding="utf-8") as fh:
+        config = TrainingConfig.from_dict(json.load(fh))
+    result = TorchrunLauncher().run(config, log_line=lambda line: print(line, flush=True), timeout_s=300)
+    print(f"RESULT {result.last_checkpoint_uri}", flush=True)
+    return 0
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["hold-lock"]:
         sys.exit(_hold_lock(sys.argv[2:]))
+    if sys.argv[1:2] == ["train"]:
+        sys.exit(_train(sys.argv[2:]))
     sys.exit(f"unknown command {sys.argv[1:2]}")
