@@ -260,7 +260,7 @@ def _outage_run(s3_srv, tmp_path, data, seconds: float, budget_s: float | None):
     return result, error, lines, proxy, took
 
 
-def test_storage_refusing_connections_for_20_s_is_ridden_out(s3_srv, tmp_path, data, reference):
+def test_storage_refusing_connections_for_20_s_is_ridden_out(s3_env, s3_srv, tmp_path, data, reference):
     result, error, lines, proxy, took = _outage_run(s3_srv, tmp_path, data, 20.0, None)
     assert error is None, str(error)[:3000]
     retries = [line for line in lines if "retrying in" in line]
@@ -269,7 +269,7 @@ def test_storage_refusing_connections_for_20_s_is_ridden_out(s3_srv, tmp_path, d
     print(f"\n[figures] S3 outage 20s: training succeeded in {took:.0f}s with {len(retries)} retry warning(s)")
 
 
-def test_storage_outage_longer_than_the_budget_fails_with_the_storage_error(s3_srv, tmp_path, data):
+def test_storage_outage_longer_than_the_budget_fails_with_the_storage_error(s3_env, s3_srv, tmp_path, data):
     result, error, lines, proxy, took = _outage_run(s3_srv, tmp_path, data, 60.0, budget_s=4.0)
     assert result is None and error is not None
     text = str(error)

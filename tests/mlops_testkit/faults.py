@@ -87,6 +87,10 @@ class FlakyProxy:
         """The endpoint goes away: new connections are refused, open ones are reset."""
         self.refusing = True
         if self._listener is not None:
+            try:
+                self._listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept(); close alone does not
+            except OSError:
+                pass
             self._listener.close()
             self._listener = None
         with self._lock:

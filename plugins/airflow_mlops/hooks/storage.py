@@ -164,15 +164,24 @@ class LocalStorage:
         return os.path.getsize(local_path(path))
 
 
-def s3_client_kwargs_from_env() -> dict[str, Any]:
-    """boto3 client settings from the environment (credentials themselves are read by boto3)."""
+def s3_client_kwargs_from_env(env: dict[str, str] | None = None) -> dict[str, Any]:
+    """
+    boto3 client settings from the environment (credentials themselves are read by boto3), or from ``env``
+    (a child process's environment, credentials included).
+    """
+    source = os.environ if env is None else env
     kwargs: dict[str, Any] = {}
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    endpoint = source.get("AWS_ENDPOINT_URL_S3") or source.get("AWS_ENDPOINT_URL")
     if endpoint:
         kwargs["endpoint_url"] = endpoint
-    region = os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION")
+    region = source.get("AWS_DEFAULT_REGION") or source.get("AWS_REGION")
     if region:
         kwargs["region_name"] = region
+    if env is not None:
+        for var, key in (("AWS_ACCESS_KEY_ID", "aws_access_key_id"), ("AWS_SECRET_ACCESS_KEY", "aws_secret_access_key"),
+                         ("AWS_SESSION_TOKEN", "aws_session_token")):
+            if source.get(var):
+                kwargs[key] = source[var]
     return kwargs
 
 

@@ -22,7 +22,7 @@ from typing import IO, Any
 
 from airflow_mlops.checkpoints.manager import LEASE_ENV, claim_lease
 from airflow_mlops.exceptions import TrainingError, explain
-from airflow_mlops.hooks.storage import get_storage, is_s3
+from airflow_mlops.hooks.storage import get_storage, is_s3, s3_client_kwargs_from_env
 from airflow_mlops.training.config import TrainingConfig
 from airflow_mlops.training.result import TrainingResult, read_result, result_uri
 from airflow_mlops.training.worker import set_parent_death_signal
@@ -294,14 +294,16 @@ class TorchrunLauncher:
         config_path = os.path.join(workdir, CONFIG_FILE)
         with open(config_path, "w", encoding="utf-8") as fh:
             json.dump(config.to_dict(), fh, indent=1)
-        result_storage = get_storage(result_uri(config.output_dir))
+        env = child_env(extra_env, pythonpath)
+        s3_kwargs = s3_client_kwargs_from_env(env)  # this process reaches the stores as the workers do
+        result_storage = get_storage(result_uri(config.output_dir), s3_kwargs)
         if result_storage.exists(result_uri(config.output_dir)):
             result_storage.delete(result_uri(config.output_dir))  # never report a previous attempt's result
-        env = child_env(extra_env, pythonpath)
         # Workers' temporary files (S3 staging, downloads) live in the try's folder: one place to clean.
         env.update({RUN_MARKER_ENV: marker, "TMPDIR": try_dir})
         if config.node_rank == 0:
-            env[LEASE_ENV] = claim_lease(config.checkpoint_dir, owner=f"{marker}@{socket.gethostname()}:{os.getpid()}")
+            env[LEASE_ENV] = claim_lease(config.checkpoint_dir, owner=f"{marker}@{socket.gethostname()}:{os.getpid()}",
+                                         storage=get_storage(config.checkpoint_dir, s3_kwargs))
         log_dir = os.path.join(try_dir, "torchrun-logs")
         cmd = build_torchrun_command(config, config_path, log_dir=log_dir)
         tail: collections.deque[str] = collections.deque(maxlen=self.tail_lines)
@@ -353,7 +355,7 @@ class TorchrunLauncher:
                         hint="the last worker lines follow; an Airflow retry resumes from the last committed "
                         "checkpoint.\n" + "\n".join(tail))
             )
-        return read_result(config.output_dir)
+        return read_result(config.output_dir, result_storage)
 
     def _pump(self, stream: IO[bytes], log_line: Callable[[str], None], tail: collections.deque[str],
               base_rank: int) -> None:
