@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
@@ -83,13 +84,13 @@ def reference(tmp_path_factory, data):
 class TaskProcess:
     """The launcher in its own process, as an Airflow task runs it; every descendant carries a marker."""
 
-    def __init__(self, config: TrainingConfig, workdir: Path) -> None:
+    def __init__(self, config: TrainingConfig, workdir: Path, command: str = "train", **env_extra: str) -> None:
         self.marker = uuid.uuid4().hex
         path = workdir / f"config-{self.marker[:6]}.json"
         path.write_text(json.dumps(config.to_dict()))
-        env = dict(os.environ, **{MARKER_ENV: self.marker}, PYTHONPATH=os.pathsep.join(
+        env = dict(os.environ, **{MARKER_ENV: self.marker}, **env_extra, PYTHONPATH=os.pathsep.join(
             [str(REPO / "plugins"), str(REPO / "tests"), os.environ.get("PYTHONPATH", "")]))
-        self.proc = subprocess.Popen([sys.executable, "-m", "mlops_testkit.faults", "train", "--config", str(path)],
+        self.proc = subprocess.Popen([sys.executable, "-m", "mlops_testkit.faults", command, "--config", str(path)],
                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self.lines: queue.Queue[str] = queue.Queue()
         self.seen: list[str] = []
@@ -121,7 +122,10 @@ class TaskProcess:
 
 
 def _step(line: str) -> int:
-    return int(line.split(" step ")[1].split("/")[0]) if line.startswith("[rank0] epoch") and " step " in line else -1
+    """The step of a rank 0 progress line (as the launcher prints it, or inside an Airflow log line)."""
+    if "[rank0] epoch" not in line or " step " not in line:
+        return -1
+    return int(line.split("[rank0] epoch", 1)[1].split(" step ")[1].split("/")[0])
 
 
 def _try_dirs_of(pid: int) -> list[str]:
@@ -144,7 +148,6 @@ def test_sigkill_of_the_task_process_leaves_no_orphans_and_the_retry_resumes_bit
         ("torchrun starting", None),
         ("workers up", lambda line: "worker rank 1/2" in line),
         ("mid-epoch, step >= 25", lambda line: _step(line) >= 25),
-        ("right after a commit", lambda line: "Committed checkpoint" in line),
     ]
     figures = []
     left_dirs: list[str] = []
@@ -171,6 +174,36 @@ def test_sigkill_of_the_task_process_leaves_no_orphans_and_the_retry_resumes_bit
     assert result.metrics == reference.metrics
     print("\n[figures] SIGKILL of the task process: (moment, orphans left, seconds until none) "
           f"{figures}; retry resumed from {result.resumed_from} and ended bitwise equal")
+
+
+def test_sigkill_of_an_airflow_task_running_the_operator(airflow_db, tmp_path, data, reference):
+    """The same through ``dag.test()``: the task process dies right after a commit, then the DAG runs again."""
+    cfg = _config(tmp_path, data)
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    shutil.copy(REPO / "tests" / "mlops_testkit" / "fault_dag.py", dags)
+    env = {"AIRFLOW__CORE__DAGS_FOLDER": str(dags)}
+    task = TaskProcess(cfg, tmp_path, command="train-dag", **env)
+    task.wait_for(lambda line: "[rank0] Committed checkpoint" in line and _committed_step(line) >= 20, timeout=300)
+    left_dirs = _try_dirs_of(task.proc.pid)
+    task.sigkill()
+    orphans, waited = wait_no_processes(task.marker, timeout_s=10)
+    kill_marked(task.marker)
+    assert orphans == [], f"processes outlived the Airflow task: {orphans}"
+    assert left_dirs  # the operator's output folder and the launcher's try folder
+    retry = TaskProcess(cfg, tmp_path, command="train-dag", **env)
+    state = retry.wait_for(lambda line: line.startswith("STATE "), timeout=300)
+    assert state.startswith("STATE success"), "\n".join(retry.seen[-40:])
+    assert any("Resuming from" in line for line in retry.seen)
+    assert not [d for d in left_dirs if os.path.exists(d)]
+    latest = CheckpointManager(cfg.checkpoint_dir).latest()
+    _assert_bitwise_equal(latest.uri, reference.last_checkpoint_uri)
+    print(f"\n[figures] SIGKILL of an Airflow task (dag.test) after a commit: orphans left {len(orphans)} "
+          f"(gone after {waited:.2f}s); the next run resumed and ended bitwise equal")
+
+
+def _committed_step(line: str) -> int:
+    return int(line.split("(step ")[1].split(",")[0]) if "(step " in line else -1
 
 
 def test_a_stale_writer_of_an_earlier_try_is_fenced_out(tmp_path, data):

@@ -232,7 +232,27 @@ def _train(argv: list[str]) -> int:
     return 0
 
 
+def _train_dag(argv: list[str]) -> int:
+    """``dag.test()`` of a one-task DAG whose operator trains with the given config JSON (``--config``)."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config", required=True)
+    args = parser.parse_args(argv)
+    os.environ["MLOPS_FAULT_CONFIG"] = args.config
+    # dag.test() runs DAGs of the configured bundle: the caller points AIRFLOW__CORE__DAGS_FOLDER at a folder
+    # holding a copy of fault_dag.py.
+    bag = DagBag(dag_folder=os.path.join(os.environ["AIRFLOW__CORE__DAGS_FOLDER"], "fault_dag.py"))
+    assert not bag.import_errors, bag.import_errors
+    run = bag.dags["fault_training"].test()
+    states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+    print(f"STATE {run.state} {states}", flush=True)
+    return 0 if str(run.state) == "success" else 1
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["train-dag"]:
+        sys.exit(_train_dag(sys.argv[2:]))
     if sys.argv[1:2] == ["hold-lock"]:
         sys.exit(_hold_lock(sys.argv[2:]))
     if sys.argv[1:2] == ["train"]:
