@@ -321,7 +321,7 @@ def test_mlflow_away_longer_than_the_budget_fails_clearly_and_the_retry_succeeds
     client = MlflowClient(mlflow_srv.url)
     exp = client.get_experiment_by_name("faults") or client.get_experiment(client.create_experiment("faults"))
     run_id = client.create_run(exp.experiment_id).info.run_id
-    cfg = _config(tmp_path, data, mlflow_run_id=run_id)
+    cfg = _config(tmp_path, data, mlflow_run_id=run_id, epochs=1)
     with flaky_proxy(mlflow_srv.url) as proxy:
         env = {"MLFLOW_TRACKING_URI": proxy.url, "MLOPS_MLFLOW_RETRY_BUDGET_S": "6",
                "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}

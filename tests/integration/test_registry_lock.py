@@ -219,3 +219,15 @@ def test_lost_lock_fails_the_block_that_held_it(client, model_name):
     with pytest.raises(LockTimeoutError, match="held by holder2"):
         RegistryLock(client, model_name, "blocked", wait_s=0.5).acquire()
     holder.release()
+
+
+def test_a_planted_lock_without_any_tags_still_expires(client, model_name):
+    """A lock left by hand or by an older writer has no ttl tag: the contender's own ttl applies."""
+    from airflow_mlops.registry.lock import generation_name
+
+    client.create_registered_model(generation_name(model_name, 1))
+    started = time.monotonic()
+    lock = RegistryLock(client, model_name, "contender", ttl_s=1.5, wait_s=20).acquire()
+    took = time.monotonic() - started
+    assert lock.generation == 2 and 1.0 <= took <= 6
+    lock.release()

@@ -171,24 +171,31 @@ class RegistryLock:
         holder: RegisteredModel | None = None
         last_error: BaseException | None = None
         while True:
-            newest = self._newest()
             target: int | None = None
-            if newest is None:
-                target = 1
-            else:
-                generation, model = newest
-                tags = model.tags or {}
-                if tags.get(LOCK_TOKEN_TAG) == self.token and not tags.get(LOCK_RELEASED_TAG):
-                    self._held(generation, started)  # our create went through although its answer was an error
-                    return self
-                if tags.get(LOCK_RELEASED_TAG):
-                    target = generation + 1
-                elif self._expired(generation, model):
-                    log.warning("Registry lock of %s held by %s expired on the server's clock (ttl %ss); taking "
-                                "it over", self.name, self._describe(model), tags.get(LOCK_TTL_TAG, self.ttl_s))
-                    target = generation + 1
+            try:
+                newest = self._newest()
+                if newest is None:
+                    target = 1
                 else:
-                    holder = model
+                    generation, model = newest
+                    tags = model.tags or {}
+                    if tags.get(LOCK_TOKEN_TAG) == self.token and not tags.get(LOCK_RELEASED_TAG):
+                        self._held(generation, started)  # our create went through though its answer was an error
+                        return self
+                    if tags.get(LOCK_RELEASED_TAG):
+                        target = generation + 1
+                    elif self._expired(generation, model):
+                        log.warning("Registry lock of %s held by %s expired on the server's clock (ttl %ss); "
+                                    "taking it over", self.name, self._describe(model),
+                                    tags.get(LOCK_TTL_TAG, self.ttl_s))
+                        target = generation + 1
+                    else:
+                        holder = model
+            except MlflowException as exc:
+                # A generation deleted between listing and reading, a busy store: contention, waited out.
+                if _error_code(exc) not in _CONTENTION_CODES or time.monotonic() > deadline:
+                    raise
+                last_error = exc
             if target is not None:
                 try:
                     self.client.create_registered_model(
