@@ -161,6 +161,8 @@ def _try_dir_alive(path: str) -> bool:
             return time.time() - os.path.getmtime(path) < 60
         except OSError:
             return False
+    if owner.get("host") != socket.gethostname():
+        return True  # another container sharing the folder: its processes are not ours to judge
     return _start_ticks(int(owner.get("pid", -1))) == owner.get("start")
 
 
@@ -178,7 +180,7 @@ def make_try_dir(base: str | None = None) -> str:
     """A temporary folder that names its owner process, so the next try can tell it was left behind."""
     path = tempfile.mkdtemp(prefix=TRY_DIR_PREFIX, dir=base)
     with open(os.path.join(path, _OWNER_FILE), "w", encoding="utf-8") as fh:
-        json.dump({"pid": os.getpid(), "start": _start_ticks(os.getpid())}, fh)
+        json.dump({"pid": os.getpid(), "start": _start_ticks(os.getpid()), "host": socket.gethostname()}, fh)
     return path
 
 
