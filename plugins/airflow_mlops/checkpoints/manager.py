@@ -55,12 +55,13 @@ def claim_lease(root_uri: str, owner: str, storage: Storage | None = None) -> st
 
 
 def read_lease(root_uri: str, storage: Storage | None = None) -> dict[str, Any] | None:
+    """The folder's lease, None when there is none; a store that does not answer raises :class:`StorageError`."""
     uri = lease_uri(root_uri)
     storage = storage or get_storage(uri)
+    if not storage.exists(uri):
+        return None
     try:
         return dict(json.loads(storage.read_bytes(uri)))
-    except StorageError:
-        return None
     except ValueError:
         return {}
 
@@ -416,8 +417,8 @@ class CheckpointManager:
         Delete what the policy does not keep. Retention never fails training: a failed listing or delete is
         logged and retried after the next commit. Only a fenced (stale) writer raises.
         """
-        self.check_lease()
         try:
+            self.check_lease()
             return self._apply_retention(protected)
         except CheckpointFencedError:
             raise
