@@ -178,7 +178,7 @@ def test_paused_holder_past_expiry_is_fenced_out(mlflow_srv, client, model_name,
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGCONT)
             proc.kill()
-    assert took <= ttl + 3
+    assert took <= ttl + 8  # expiry plus polling, on a loaded machine
 
 
 def test_killed_holder_frees_the_model_within_its_ttl(mlflow_srv, client, model_name, tmp_path):
@@ -192,7 +192,7 @@ def test_killed_holder_frees_the_model_within_its_ttl(mlflow_srv, client, model_
     freed_after = time.monotonic() - killed
     contender.release()
     print(f"\n[figures] lock of a SIGKILLed holder (ttl {ttl:.0f}s) free after {freed_after:.1f}s")
-    assert freed_after <= ttl + 2
+    assert freed_after <= ttl + 5  # ttl after the last renewal, plus polling on a loaded machine
 
 
 def test_six_minutes_of_clock_skew_do_not_break_a_fresh_lock(mlflow_srv, client, model_name, tmp_path):
