@@ -39,12 +39,20 @@ class TrainingError(MlopsError):
     """The training processes failed or produced no usable result."""
 
 
+class TrackingUnavailableError(MlopsError):
+    """MLflow stayed unreachable past the retry budget; the task fails so that Airflow's retry takes over."""
+
+
 class CheckpointError(MlopsError):
     """A checkpoint could not be written, committed or read."""
 
 
 class CheckpointCorruptError(CheckpointError):
     """A committed checkpoint does not match its manifest (checksum mismatch or missing file)."""
+
+
+class CheckpointFencedError(CheckpointError):
+    """A newer try of the run owns the checkpoint folder; this (stale) writer may not commit or delete there."""
 
 
 class RegistryError(MlopsError):
@@ -69,6 +77,14 @@ class LineageIncompleteError(RegistryError, ValueError):
 
 class ModelOutputError(MlopsError, ValueError):
     """A model's output (or the targets it is scored against) does not fit the declared learning task."""
+
+
+class LockTimeoutError(RegistryError):
+    """Another promotion or rollback of the same model held the registry lock for too long."""
+
+
+class LockLostError(RegistryError):
+    """A registry lock holder was taken over (paused or cut off past the lock's ttl); its decision is void."""
 
 
 class PromotionRejectedError(RegistryError):

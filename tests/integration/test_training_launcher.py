@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from airflow_mlops.checkpoints import CheckpointManager, load_model, read_manifest
+from airflow_mlops.checkpoints.manager import LEASE_FILE
 from airflow_mlops.checkpoints.manifest import MANIFEST_NAME
 from airflow_mlops.checkpoints.state import MODEL_FILE
 from airflow_mlops.exceptions import TrainingError
@@ -89,7 +90,7 @@ def test_two_process_run_end_to_end(reference, data):
     assert saved["checkpoint_uri"] == result.checkpoint_uri
     assert saved["last_checkpoint_uri"].endswith("step-0000000018")
     # Committed checkpoints only, named by step, with a manifest; retention kept last 2 + best 1.
-    names = sorted(n for n in os.listdir(root / "ckpt"))
+    names = sorted(n for n in os.listdir(root / "ckpt") if n != LEASE_FILE)
     assert all(n.startswith("step-") for n in names) and 2 <= len(names) <= 3
     manifest = read_manifest(result.last_checkpoint_uri)
     assert manifest["model_spec"]["kwargs"]["in_features"] == 4
@@ -239,7 +240,7 @@ def test_retention_over_a_long_run_keeps_exactly_the_policy(tmp_path, data):
     kept = assert_every_committed_checkpoint_verifies(cfg.checkpoint_dir)
     assert resumed_step in kept
     assert {again.steps - 1, again.steps} <= set(kept) and len(kept) <= 2 + 2 + 1
-    assert not [n for n in os.listdir(cfg.checkpoint_dir) if not n.startswith("step-")]
+    assert not [n for n in os.listdir(cfg.checkpoint_dir) if not n.startswith("step-") and n != LEASE_FILE]
 
 
 def test_two_nodes_on_loopback(tmp_path, data):

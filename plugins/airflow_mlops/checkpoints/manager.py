@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
+import socket
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -18,10 +21,49 @@ from airflow_mlops.checkpoints import digest
 from airflow_mlops.checkpoints import manifest as mf
 from airflow_mlops.checkpoints.policy import CheckpointPolicy
 from airflow_mlops.checkpoints.retention import CheckpointRecord, best_record, plan_retention
-from airflow_mlops.exceptions import CheckpointCorruptError, CheckpointError, StorageError, explain
+from airflow_mlops.exceptions import (
+    CheckpointCorruptError,
+    CheckpointError,
+    CheckpointFencedError,
+    StorageError,
+    explain,
+)
 from airflow_mlops.hooks.storage import LocalStorage, Storage, get_storage, is_s3, join, local_path
 
 log = logging.getLogger("airflow_mlops.checkpoints")
+
+#: The run's lease on its checkpoint folder: the try that wrote it last is the only one that may commit there.
+LEASE_FILE = "lease.json"
+LEASE_ENV = "MLOPS_CHECKPOINT_LEASE"
+
+
+def lease_uri(root_uri: str) -> str:
+    return join(root_uri.rstrip("/") if is_s3(root_uri) else local_path(root_uri), LEASE_FILE)
+
+
+def claim_lease(root_uri: str, owner: str, storage: Storage | None = None) -> str:
+    """
+    Take the checkpoint folder for a new try and return its token: from now on only writers holding this
+    token commit or delete there, so processes of an earlier try that still run are fenced out.
+    """
+    uri = lease_uri(root_uri)
+    storage = storage or get_storage(uri)
+    token = uuid.uuid4().hex
+    lease = {"token": token, "owner": owner, "host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}
+    storage.write_bytes(uri, json.dumps(lease, sort_keys=True).encode("utf-8"))
+    return token
+
+
+def read_lease(root_uri: str, storage: Storage | None = None) -> dict[str, Any] | None:
+    """The folder's lease, None when there is none; a store that does not answer raises :class:`StorageError`."""
+    uri = lease_uri(root_uri)
+    storage = storage or get_storage(uri)
+    if not storage.exists(uri):
+        return None
+    try:
+        return dict(json.loads(storage.read_bytes(uri)))
+    except ValueError:
+        return {}
 
 
 @dataclass(frozen=True)
@@ -123,16 +165,35 @@ class CheckpointManager:
     :param root_uri: the run's checkpoint folder.
     :param policy: frequency and retention; only retention and ``monitor`` are used here.
     :param storage: the store; picked from the URI when omitted.
+    :param lease_token: this try's token on the folder (default: environment ``MLOPS_CHECKPOINT_LEASE``); when
+        set, commits and deletes first check that the folder's lease still carries it, and raise
+        :class:`CheckpointFencedError` once a newer try took the folder over.
     """
 
-    def __init__(self, root_uri: str, policy: CheckpointPolicy | None = None, storage: Storage | None = None) -> None:
+    def __init__(self, root_uri: str, policy: CheckpointPolicy | None = None, storage: Storage | None = None,
+                 lease_token: str | None = None) -> None:
         self.root_uri = root_uri.rstrip("/") if is_s3(root_uri) else local_path(root_uri)
         self.policy = policy or CheckpointPolicy(keep_best=0)
         self.storage = storage or get_storage(self.root_uri)
+        self.lease_token = lease_token if lease_token is not None else (os.environ.get(LEASE_ENV) or None)
         self.local = isinstance(self.storage, LocalStorage)
         self._flush_pool: ThreadPoolExecutor | None = None
         self._flushes: dict[str, Future[None]] = {}  # uri -> background flush of its current files
         self._durable: set[str] = set()  # uris known to be on the device
+
+    # ---- fencing ------------------------------------------------------------------------------------------
+    def check_lease(self) -> None:
+        """Raise :class:`CheckpointFencedError` when a newer try holds the folder's lease."""
+        if not self.lease_token:
+            return
+        lease = read_lease(self.root_uri, self.storage)
+        if lease is None or lease.get("token") != self.lease_token:
+            raise CheckpointFencedError(
+                explain(f"A newer try owns the checkpoint folder {self.root_uri}",
+                        expected=f"lease token {self.lease_token}",
+                        received=None if lease is None else {k: lease.get(k) for k in ("token", "owner", "host", "pid")},
+                        hint="this process belongs to an earlier try that was given up; it stops without writing.")
+            )
 
     # ---- naming -------------------------------------------------------------------------------------------
     def uri_for(self, step: int) -> str:
@@ -179,6 +240,7 @@ class CheckpointManager:
         data = mf.dumps(manifest)
         final = self.uri_for(staged.step)
         try:
+            self.check_lease()
             if self.local:
                 self._commit_local(staged, data, final)
             else:
@@ -351,7 +413,20 @@ class CheckpointManager:
 
     # ---- housekeeping -------------------------------------------------------------------------------------
     def apply_retention(self, protected: Iterable[str] = ()) -> list[str]:
-        """Delete what the policy does not keep; a failed delete is logged and retried next time."""
+        """
+        Delete what the policy does not keep. Retention never fails training: a failed listing or delete is
+        logged and retried after the next commit. Only a fenced (stale) writer raises.
+        """
+        try:
+            self.check_lease()
+            return self._apply_retention(protected)
+        except CheckpointFencedError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a failed purge must not fail training
+            log.warning("Retention skipped in %s, retried after the next checkpoint: %s", self.root_uri, exc)
+            return []
+
+    def _apply_retention(self, protected: Iterable[str]) -> list[str]:
         infos = self.committed()
         records = [CheckpointRecord(i.uri, i.step, i.metrics.get(self.policy.monitor)) for i in infos]
         plan = plan_retention(records, keep_last=self.policy.keep_last, keep_best=self.policy.keep_best,
@@ -364,6 +439,8 @@ class CheckpointManager:
             try:
                 self._delete_checkpoint(uri)
                 deleted.append(uri)
+            except CheckpointFencedError:
+                raise
             except Exception as exc:  # noqa: BLE001 - a failed purge must not fail training
                 log.warning("Could not delete checkpoint %s (kept for now): %s", uri, exc)
         if deleted:
@@ -371,6 +448,7 @@ class CheckpointManager:
         return deleted
 
     def _delete_checkpoint(self, uri: str) -> None:
+        self.check_lease()
         if self.local:
             # Uncommit first (the manifest goes), so a half-deleted folder never looks committed.
             manifest_path = os.path.join(uri, mf.MANIFEST_NAME)
@@ -384,7 +462,8 @@ class CheckpointManager:
 
     def cleanup_incomplete(self) -> list[str]:
         """Remove leftovers of interrupted writes: temporary folders, and step folders without a manifest."""
-        removed = []
+        removed: list[str] = []
+        self.check_lease()
         if self.local:
             if not os.path.isdir(self.root_uri):
                 return removed

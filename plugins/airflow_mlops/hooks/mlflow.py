@@ -10,6 +10,12 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseHook
 
 from airflow_mlops.exceptions import MlopsConfigurationError, explain
+from airflow_mlops.hooks.retries import (
+    MLFLOW_BUDGET_ENV,
+    MLFLOW_CLIENT_RETRIES,
+    bound_mlflow_client_retries,
+    warn_mlflow_retries,
+)
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -31,6 +37,9 @@ class MlflowSettings:
     def env(self) -> dict[str, str]:
         """Environment for a child process (the torchrun workers log metrics from rank 0)."""
         env = {"MLFLOW_TRACKING_URI": self.tracking_uri}
+        for key in (*MLFLOW_CLIENT_RETRIES, MLFLOW_BUDGET_ENV):
+            if os.environ.get(key):
+                env[key] = os.environ[key]
         if self.registry_uri:
             env["MLFLOW_REGISTRY_URI"] = self.registry_uri
         if self.token:
@@ -111,6 +120,10 @@ class MlflowHook(BaseHook):
         from mlflow import MlflowClient
 
         self.configure()
+        # Bounded client retries (about 30 s per call, not 4 silent minutes), each retry a warning naming
+        # the endpoint; past them the call raises and the task fails for Airflow's retry.
+        bound_mlflow_client_retries()
+        warn_mlflow_retries(self.settings.tracking_uri)
         return MlflowClient(tracking_uri=self.settings.tracking_uri, registry_uri=self.settings.registry_uri)
 
     def configure(self) -> None:

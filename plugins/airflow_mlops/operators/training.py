@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from collections.abc import Sequence
 from typing import Any
 
@@ -235,7 +234,10 @@ class DistributedTrainingOperator(HooksMixin, BaseOperator):
         return run_id
 
     def execute(self, context: Context) -> dict[str, Any]:
-        with tempfile.TemporaryDirectory(prefix="training-") as output_dir:
+        from airflow_mlops.training.launcher import try_tempdir
+
+        # Unlike a TemporaryDirectory, a folder a SIGKILLed try left behind is removed by the next try.
+        with try_tempdir() as output_dir:
             config = self.build_config(context, output_dir)
             env: dict[str, str] = {}
             if self.aws_conn_id:

@@ -12,10 +12,16 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from airflow_mlops.exceptions import RegistryError, explain
+from airflow_mlops.exceptions import LockTimeoutError, RegistryError, explain  # noqa: F401 - re-exported
 from airflow_mlops.lineage import LineageRecord, check_complete
 from airflow_mlops.registry import tags
 from airflow_mlops.registry.gate import GateDecision, GatePolicy
+from airflow_mlops.registry.lock import (  # noqa: F401 - LOCK_PREFIX re-exported
+    DEFAULT_TTL_S,
+    DEFAULT_WAIT_S,
+    LOCK_PREFIX,
+    RegistryLock,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -27,13 +33,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-LOCK_PREFIX = "mlops-lock--"
-LOCK_EXPIRES_TAG = "mlops.lock.expires"
-LOCK_OWNER_TAG = "mlops.lock.owner"
-
-
-class LockTimeoutError(RegistryError):
-    """Another promotion or rollback of the same model held the registry lock for too long."""
 
 
 @dataclass(frozen=True)
@@ -182,64 +181,17 @@ class RegistryService:
 
     # --- mutual exclusion -----------------------------------------------------------------------------------
 
+    #: Lock timing for promotions and rollbacks; see :class:`~airflow_mlops.registry.lock.RegistryLock`.
+    lock_ttl_s: float = DEFAULT_TTL_S
+    lock_wait_s: float = DEFAULT_WAIT_S
+
     @contextmanager
-    def lock(self, name: str, owner: str, ttl_s: float = 300, wait_s: float = 120) -> Iterator[None]:
-        """
-        Exclusive lock over the aliases of ``name``, shared by every process that talks to this registry.
-
-        MLflow has no compare-and-set on aliases, but creating a registered model is atomic (the name is a
-        unique key): the lock is a registered model ``mlops-lock--<name>`` created on entry and deleted on exit.
-        A lock older than ``ttl_s`` (a crashed holder) is broken.
-        """
-        from mlflow.exceptions import MlflowException
-
-        lock_name = f"{LOCK_PREFIX}{name}"
-        deadline = time.monotonic() + wait_s
-        delay = 0.05
-        while True:
-            try:
-                self.client.create_registered_model(
-                    lock_name,
-                    tags={LOCK_OWNER_TAG: owner, LOCK_EXPIRES_TAG: repr(time.time() + ttl_s)},
-                    description=f"Lock held while aliases of {name} move; deleted when the move is done.",
-                )
-                break
-            except MlflowException as exc:
-                if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code) and "already exists" not in str(exc):
-                    raise
-                self._break_stale_lock(lock_name)
-                if time.monotonic() > deadline:
-                    raise LockTimeoutError(
-                        explain(f"Registry lock of {name} is held by another promotion",
-                                expected=f"the lock to be released within {wait_s:.0f}s",
-                                received=lock_name,
-                                hint="retry the task; if no promotion is running, delete the registered model "
-                                f"{lock_name!r}.")
-                    ) from exc
-                time.sleep(delay)
-                delay = min(delay * 2, 1.0)
-        try:
-            yield
-        finally:
-            try:
-                self.client.delete_registered_model(lock_name)
-            except MlflowException:
-                log.warning("Could not delete registry lock %s; it expires after %.0fs", lock_name, ttl_s)
-
-    def _break_stale_lock(self, lock_name: str) -> None:
-        from mlflow.exceptions import MlflowException
-
-        try:
-            model = self.client.get_registered_model(lock_name)
-        except MlflowException:
-            return
-        expires = float(model.tags.get(LOCK_EXPIRES_TAG, "0") or 0)
-        if expires and time.time() > expires:
-            log.warning("Breaking expired registry lock %s held by %s", lock_name, model.tags.get(LOCK_OWNER_TAG))
-            try:
-                self.client.delete_registered_model(lock_name)
-            except MlflowException:
-                pass
+    def lock(self, name: str, owner: str, ttl_s: float | None = None, wait_s: float | None = None,
+             ) -> Iterator[RegistryLock]:
+        """Exclusive lock over the aliases of ``name`` (:class:`~airflow_mlops.registry.lock.RegistryLock`)."""
+        with RegistryLock(self.client, name, owner, ttl_s=ttl_s or self.lock_ttl_s,
+                          wait_s=wait_s or self.lock_wait_s) as held:
+            yield held
 
     # --- promotion and rollback -----------------------------------------------------------------------------
 
@@ -260,7 +212,7 @@ class RegistryService:
         recorded as a rejection and must be taken again against the new holder.
         """
         owner = f"{dag_run}@{socket.gethostname()}:{os.getpid()}"
-        with self.lock(name, owner):
+        with self.lock(name, owner) as held:
             holders = {alias: self.version_for_alias(name, alias) for alias in aliases}
             if all(h is not None and str(h.version) == str(version) for h in holders.values()):
                 # A retry of a promotion that already happened: nothing to move, nothing to record.
@@ -273,6 +225,7 @@ class RegistryService:
                            "evaluate again against the new holder")
                     self.record_rejection(name, version, aliases, dag_run, why)
                     return False, [], why
+            held.ensure_held()  # a holder paused past its ttl must not move aliases another holder now owns
             moves = [self.set_alias(name, alias, version, dag_run, reason) for alias in aliases]
             return True, moves, reason
 

@@ -28,6 +28,12 @@ PARENT_VERSION = f"{LINEAGE_PREFIX}parent.version"
 
 # --- registered models -------------------------------------------------------------------------------------------
 ALIAS_MOVE_PREFIX = "mlops.alias_move."  # one tag per alias move, JSON of AliasMove
+# The registry lock: registered models named LOCK_PREFIX + <model> + "--g<generation>" (registry/lock.py).
+LOCK_PREFIX = "mlops-lock--"
+LOCK_OWNER_TAG = "mlops.lock.owner"
+LOCK_TOKEN_TAG = "mlops.lock.token"
+LOCK_TTL_TAG = "mlops.lock.ttl_s"
+LOCK_RELEASED_TAG = "mlops.lock.released"
 
 # --- runs --------------------------------------------------------------------------------------------------------
 RUN_EVAL_DIGEST = "mlops.eval_digest"

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import collections
+import glob
+import hashlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -13,19 +16,26 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
-from typing import IO
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import IO, Any
 
+from airflow_mlops.checkpoints.manager import LEASE_ENV, claim_lease
 from airflow_mlops.exceptions import TrainingError, explain
-from airflow_mlops.hooks.storage import get_storage, is_s3
+from airflow_mlops.hooks.storage import get_storage, is_s3, s3_client_kwargs_from_env
 from airflow_mlops.training.config import TrainingConfig
 from airflow_mlops.training.result import TrainingResult, read_result, result_uri
+from airflow_mlops.training.worker import set_parent_death_signal
 
 WORKER_MODULE = "airflow_mlops.training.worker"
 CONFIG_FILE = "training_config.json"
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 _TEE_PREFIX = re.compile(r"^\[(?P<role>[A-Za-z_][\w-]*?)(?P<local>\d+)\]:(?P<rest>.*)$")
 _WORKER_HELLO = re.compile(r"^worker rank (?P<rank>\d+)/\d+ pid (?P<pid>\d+)")
+#: Every process of a try carries this variable (run and node), so a later try finds and stops leftovers.
+RUN_MARKER_ENV = "MLOPS_TRAINING_RUN"
+TRY_DIR_PREFIX = "mlops-try-"
+_OWNER_FILE = ".owner.json"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -86,6 +96,137 @@ def child_env(extra_env: dict[str, str] | None = None, pythonpath: list[str] | N
     return env
 
 
+def run_marker(config: TrainingConfig) -> str:
+    """Names one node of one run across its tries: the run, the node, and the checkpoint folder."""
+    digest = hashlib.sha256(config.checkpoint_dir.encode("utf-8")).hexdigest()[:12]
+    return f"{rdzv_id(config)}/node{config.node_rank}/{digest}"
+
+
+# ---- processes of earlier tries ---------------------------------------------------------------------------
+def _start_ticks(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot: with the pid, it names one process for good."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            fields = fh.read().rsplit(")", 1)[-1].split()
+    except OSError:
+        return None
+    return None if fields[0] == "Z" else fields[19]
+
+
+def marked_processes(marker: str) -> list[int]:
+    """Live processes on this host whose environment carries ``MLOPS_TRAINING_RUN=<marker>`` (Linux /proc)."""
+    needle = f"{RUN_MARKER_ENV}={marker}".encode()
+    found = []
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as fh:
+                if needle not in fh.read().split(b"\0"):
+                    continue
+        except OSError:
+            continue
+        if _start_ticks(int(entry)) is not None:
+            found.append(int(entry))
+    return found
+
+
+def stop_earlier_tries(marker: str, timeout_s: float = 15.0) -> list[int]:
+    """SIGKILL processes left by an earlier try of this run and node, and wait until they are gone."""
+    stale = marked_processes(marker)
+    for pid in stale:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + timeout_s
+    while stale and marked_processes(marker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = marked_processes(marker)
+    if left:
+        raise TrainingError(explain("Processes of an earlier try of this run do not stop",
+                                    expected="none left after SIGKILL", received=left,
+                                    hint="they may be stuck in the kernel (I/O); check the host."))
+    return stale
+
+
+# ---- temporary folders of tries ---------------------------------------------------------------------------
+def _try_dir_alive(path: str) -> bool:
+    try:
+        with open(os.path.join(path, _OWNER_FILE), encoding="utf-8") as fh:
+            owner = json.load(fh)
+    except (OSError, ValueError):
+        # Being created right now, or not ours to judge: only folders older than a minute count as left over.
+        try:
+            return time.time() - os.path.getmtime(path) < 60
+        except OSError:
+            return False
+    if owner.get("host") != socket.gethostname():
+        return True  # another container sharing the folder: its processes are not ours to judge
+    return _start_ticks(int(owner.get("pid", -1))) == owner.get("start")
+
+
+def clean_stale_try_dirs(base: str | None = None) -> list[str]:
+    """Remove temporary folders of tries whose process is gone (a SIGKILLed task leaves its folder behind)."""
+    removed = []
+    for path in glob.glob(os.path.join(base or tempfile.gettempdir(), f"{TRY_DIR_PREFIX}*")):
+        if os.path.isdir(path) and not _try_dir_alive(path):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def make_try_dir(base: str | None = None) -> str:
+    """A temporary folder that names its owner process, so the next try can tell it was left behind."""
+    path = tempfile.mkdtemp(prefix=TRY_DIR_PREFIX, dir=base)
+    with open(os.path.join(path, _OWNER_FILE), "w", encoding="utf-8") as fh:
+        json.dump({"pid": os.getpid(), "start": _start_ticks(os.getpid()), "host": socket.gethostname()}, fh)
+    return path
+
+
+@contextmanager
+def try_tempdir(base: str | None = None) -> Iterator[str]:
+    """Like ``tempfile.TemporaryDirectory``, and the folders of killed earlier tries are removed first."""
+    clean_stale_try_dirs(base)
+    path = make_try_dir(base)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+# ---- the failing rank's own error -------------------------------------------------------------------------
+def first_failure(log_dir: str, base_rank: int = 0) -> tuple[int, str] | None:
+    """
+    ``(rank, first line of its root-cause exception)`` of the rank that failed first, from torchrun's
+    per-rank error files (``<log_dir>/<run>/attempt_<n>/<local_rank>/error.json``).
+    """
+    found: list[tuple[float, int, str]] = []
+    for path in glob.glob(os.path.join(log_dir, "**", "error.json"), recursive=True):
+        try:
+            with open(path, encoding="utf-8") as fh:
+                data: Any = json.load(fh)
+        except (OSError, ValueError):
+            continue
+        message = data.get("message") if isinstance(data, dict) else None
+        local = os.path.basename(os.path.dirname(path))
+        rank = base_rank + int(local) if local.isdigit() else -1
+        if isinstance(message, str):
+            line, when = message, float(data.get("timestamp", 0) or 0)
+        elif isinstance(message, dict):
+            extra = message.get("extraInfo") or {}
+            line = str(extra.get("root_cause") or message.get("message") or "")
+            when = float(extra.get("time") or extra.get("timestamp") or 0)
+            rank = int(extra.get("rank", rank))
+        else:
+            continue
+        found.append((when, rank, (line.strip().splitlines() or [""])[0]))
+    if not found:
+        return None
+    _when, rank, line = min(found)
+    return rank, line
+
+
 class TorchrunLauncher:
     """
     Runs torchrun for one node of a training run and waits for it.
@@ -119,25 +260,71 @@ class TorchrunLauncher:
         extra_env: dict[str, str] | None = None,
         pythonpath: list[str] | None = None,
     ) -> TrainingResult:
-        """Start torchrun, stream ``[rankN] ...`` lines to ``log_line``, and return the parsed result."""
-        workdir = config.output_dir if not is_s3(config.output_dir) else tempfile.mkdtemp(prefix="training-")
+        """
+        Start torchrun, stream ``[rankN] ...`` lines to ``log_line``, and return the parsed result.
+
+        Before starting, processes of an earlier try of this run and node that still live are stopped, the
+        folders of killed tries are removed, and (on node 0) the checkpoint folder's lease is taken, so a
+        writer of an earlier try elsewhere can no longer commit there. torchrun and its workers die with
+        this process, even when it is SIGKILLed (Linux parent-death signal).
+        """
+        marker = run_marker(config)
+        stale = stop_earlier_tries(marker)
+        if stale:
+            log_line(f"[launcher] stopped {len(stale)} process(es) of an earlier try still running: {stale}")
+        removed = clean_stale_try_dirs()
+        if removed:
+            log_line(f"[launcher] removed {len(removed)} temporary folder(s) of killed tries")
+        try_dir = make_try_dir()
+        try:
+            return self._run(config, try_dir, marker, log_line, timeout_s, extra_env, pythonpath)
+        finally:
+            shutil.rmtree(try_dir, ignore_errors=True)
+
+    def _run(
+        self,
+        config: TrainingConfig,
+        try_dir: str,
+        marker: str,
+        log_line: Callable[[str], None],
+        timeout_s: float | None,
+        extra_env: dict[str, str] | None,
+        pythonpath: list[str] | None,
+    ) -> TrainingResult:
+        workdir = try_dir if is_s3(config.output_dir) else config.output_dir
         os.makedirs(workdir, exist_ok=True)
         config_path = os.path.join(workdir, CONFIG_FILE)
         with open(config_path, "w", encoding="utf-8") as fh:
             json.dump(config.to_dict(), fh, indent=1)
-        result_storage = get_storage(result_uri(config.output_dir))
+        env = child_env(extra_env, pythonpath)
+        s3_kwargs = s3_client_kwargs_from_env(env)  # this process reaches the stores as the workers do
+        result_storage = get_storage(result_uri(config.output_dir), s3_kwargs)
         if result_storage.exists(result_uri(config.output_dir)):
             result_storage.delete(result_uri(config.output_dir))  # never report a previous attempt's result
-        cmd = build_torchrun_command(config, config_path, log_dir=os.path.join(workdir, "torchrun-logs"))
+        # Workers' temporary files (S3 staging, downloads) live in the try's folder: one place to clean.
+        env.update({RUN_MARKER_ENV: marker, "TMPDIR": try_dir})
+        if config.node_rank == 0:
+            env[LEASE_ENV] = claim_lease(config.checkpoint_dir, owner=f"{marker}@{socket.gethostname()}:{os.getpid()}",
+                                         storage=get_storage(config.checkpoint_dir, s3_kwargs))
+        log_dir = os.path.join(try_dir, "torchrun-logs")
+        cmd = build_torchrun_command(config, config_path, log_dir=log_dir)
         tail: collections.deque[str] = collections.deque(maxlen=self.tail_lines)
         self._killed = False
         self._worker_pids = {}
         base_rank = config.node_rank * config.nproc_per_node
         log_line(f"[launcher] {' '.join(cmd)}")
+        parent = os.getpid()
+
+        def die_with_parent() -> None:
+            set_parent_death_signal(signal.SIGKILL)
+            if os.getppid() != parent:
+                os._exit(1)
+
         with self._lock:
             self._proc = subprocess.Popen(
-                cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=child_env(extra_env, pythonpath),
+                cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
                 start_new_session=True,  # its own process group, so kill() reaches torchrun and nothing else
+                preexec_fn=die_with_parent,  # noqa: PLW1509 - only a prctl call between fork and exec
             )
         proc = self._proc
         assert proc.stdout is not None
@@ -162,12 +349,15 @@ class TorchrunLauncher:
         if self._killed:
             raise TrainingError(explain("Training was stopped", expected="a finished run", received=f"exit code {rc}"))
         if rc != 0:
+            failure = first_failure(log_dir, base_rank)
+            problem = "torchrun failed" if failure is None else (
+                f"torchrun failed: rank {failure[0]} failed first with {failure[1]}")
             raise TrainingError(
-                explain("torchrun failed", expected="exit code 0", received=rc,
+                explain(problem, expected="exit code 0", received=rc,
                         hint="the last worker lines follow; an Airflow retry resumes from the last committed "
                         "checkpoint.\n" + "\n".join(tail))
             )
-        return read_result(config.output_dir)
+        return read_result(config.output_dir, result_storage)
 
     def _pump(self, stream: IO[bytes], log_line: Callable[[str], None], tail: collections.deque[str],
               base_rank: int) -> None:

@@ -7,6 +7,7 @@ import math
 import os
 import random
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +21,7 @@ from airflow_mlops.checkpoints import state as ckpt_state
 from airflow_mlops.checkpoints.manager import BackgroundSaver, CheckpointInfo, CheckpointManager, local_copy
 from airflow_mlops.checkpoints.retention import is_due
 from airflow_mlops.checkpoints.sharded import DCP_DIRNAME, load_sharded, save_sharded
-from airflow_mlops.exceptions import CheckpointError, explain
+from airflow_mlops.exceptions import CheckpointError, TrackingUnavailableError, explain
 from airflow_mlops.training.config import LrSchedule, Strategy, Task, TrainingConfig
 from airflow_mlops.training.data import read_table, to_tensors
 from airflow_mlops.training.models import build_model, factory_parameters, resolve_factory
@@ -124,27 +125,125 @@ def _finite(metrics: dict[str, float]) -> dict[str, float | None]:
 
 
 class MetricsSink:
-    """Metrics to MLflow from rank 0, into the run the operator opened; tracking trouble never stops training."""
+    """
+    Metrics to MLflow from rank 0, into the run the operator opened, sent by a background thread: an MLflow
+    outage never slows training. While MLflow does not answer, a warning names its endpoint and the metrics
+    wait; when it stays away longer than ``MLOPS_MLFLOW_RETRY_BUDGET_S`` (120 s), :meth:`close` fails the
+    run so that Airflow's retry takes over (it resumes from the last checkpoint).
+    """
+
+    _BATCH = 1000  # MLflow's limit of metrics per log_batch call
 
     def __init__(self, run_id: str | None, enabled: bool) -> None:
         self.run_id = run_id
+        self.endpoint = os.environ.get("MLFLOW_TRACKING_URI", "")
+        self.enabled = bool(enabled and run_id and self.endpoint)
         self._client: Any = None
-        self.enabled = bool(enabled and run_id and os.environ.get("MLFLOW_TRACKING_URI"))
+        self._pending: list[Any] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.down_since: float | None = None
+        self.last_error: BaseException | None = None
 
     def log(self, metrics: dict[str, float | None], step: int) -> None:
         if not self.enabled:
             return
+        from mlflow.entities import Metric
+
+        now_ms = int(time.time() * 1000)
+        with self._lock:
+            self._pending.extend(Metric(key, float(value), now_ms, step) for key, value in metrics.items()
+                                 if value is not None and math.isfinite(value))
+        if self._thread is None:
+            from airflow_mlops.hooks.retries import bound_mlflow_client_retries, warn_mlflow_retries
+
+            bound_mlflow_client_retries()
+            warn_mlflow_retries(self.endpoint)
+            self._thread = threading.Thread(target=self._loop, name="mlflow-metrics", daemon=True)
+            self._thread.start()
+        self._wake.set()
+
+    def _loop(self) -> None:
+        attempt = 0
+        while not self._stop.is_set():
+            self._wake.wait(timeout=1.0)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            if self._flush_once():
+                attempt = 0
+            else:
+                from airflow_mlops.hooks.storage import backoff_s
+
+                self._stop.wait(backoff_s(attempt, base=1.0, cap=15.0))
+                attempt += 1
+
+    def _flush_once(self) -> bool:
+        """Send what is pending; False when MLflow did not take it (it stays pending)."""
+        with self._lock:
+            batch = list(self._pending[: self._BATCH])
+        if not batch or not self.enabled:
+            return True
         try:
             if self._client is None:
                 from mlflow import MlflowClient
 
-                self._client = MlflowClient(tracking_uri=os.environ["MLFLOW_TRACKING_URI"])
-            for key, value in metrics.items():
-                if value is not None and math.isfinite(value):
-                    self._client.log_metric(self.run_id, key, float(value), step=step)
-        except Exception as exc:  # noqa: BLE001
-            log.warning("MLflow metric logging failed and is turned off for this run: %s", exc)
-            self.enabled = False
+                self._client = MlflowClient(tracking_uri=self.endpoint)
+            self._client.log_batch(self.run_id, metrics=batch)
+        except Exception as exc:  # noqa: BLE001 - judged below
+            if not _transient_tracking_error(exc):
+                log.warning("MLflow at %s refused the metrics; metric logging is off for this run: %s",
+                            self.endpoint, exc)
+                self.enabled = False
+                return True
+            self.last_error = exc
+            if self.down_since is None:
+                self.down_since = time.monotonic()
+            log.warning("MLflow at %s is not answering (%s: %s); %d metric(s) wait, training goes on",
+                        self.endpoint, type(exc).__name__, str(exc).splitlines()[0][:300], len(self._pending))
+            return False
+        with self._lock:
+            del self._pending[: len(batch)]
+        if self.down_since is not None:
+            log.warning("MLflow at %s answers again after %.0fs", self.endpoint, time.monotonic() - self.down_since)
+            self.down_since = None
+        return True
+
+    def close(self) -> None:
+        """Send what is left; raise :class:`TrackingUnavailableError` once MLflow is away past the budget."""
+        if self._thread is None:
+            return
+        from airflow_mlops.hooks.retries import MLFLOW_BUDGET_ENV, mlflow_budget_s
+        from airflow_mlops.hooks.storage import backoff_s
+
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=60)
+        self._thread = None
+        budget = mlflow_budget_s()
+        attempt = 0
+        while self.enabled and self._pending:
+            if self._flush_once():
+                continue
+            away = time.monotonic() - (self.down_since or time.monotonic())
+            if away >= budget:
+                raise TrackingUnavailableError(
+                    explain(f"MLflow at {self.endpoint} stayed unreachable", expected=f"an answer within "
+                            f"{budget:.0f}s ({MLFLOW_BUDGET_ENV})", received=f"{type(self.last_error).__name__}: "
+                            f"{str(self.last_error).splitlines()[0][:300]} for {away:.0f}s",
+                            hint=f"{len(self._pending)} metric(s) not sent; the checkpoints are committed, so "
+                            "an Airflow retry resumes at the end of training and logs the final metrics.")
+                )
+            time.sleep(min(backoff_s(attempt, base=1.0, cap=10.0), budget - away))
+            attempt += 1
+
+
+def _transient_tracking_error(exc: BaseException) -> bool:
+    code = str(getattr(exc, "error_code", "") or "")
+    return code not in ("INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "PERMISSION_DENIED",
+                        "UNAUTHENTICATED", "BAD_REQUEST", "INVALID_STATE")
 
 
 class Trainer:
@@ -397,8 +496,12 @@ class Trainer:
 
         def write() -> CheckpointInfo:
             staged = self.manager.stage(step)
-            staged.save_torch(ckpt_state.MODEL_FILE, model_sd)
-            staged.save_torch(ckpt_state.TRAINER_FILE, trainer)
+            try:
+                staged.save_torch(ckpt_state.MODEL_FILE, model_sd)
+                staged.save_torch(ckpt_state.TRAINER_FILE, trainer)
+            except BaseException:
+                self.manager.discard(staged)  # a full disk gets its space back; committed checkpoints stay
+                raise
             return self._finish_save(staged, epoch, clean_metrics, meta)
 
         if cfg.checkpoint.async_save:
@@ -503,6 +606,7 @@ class Trainer:
         throughput = samples / loop_s if loop_s > 0 else 0.0
         final = {"train_loss": train_loss, **self.val_metrics}
         self.metrics_sink.log(_finite({**final, "samples_per_second": throughput}), self.step)
+        self.metrics_sink.close()  # raises when MLflow stayed away past its budget: Airflow retries
         # Every checkpoint is committed once all ranks pass here; then each node's first process reports, so
         # the launcher of every node (not only the one with global rank 0) gets a result.
         uris = self._final_uris() if ctx.is_main else None

@@ -37,7 +37,10 @@ class Registry:
         return self.service.client
 
     def names(self) -> list[str]:
-        return sorted(m.name for m in self.client.search_registered_models(max_results=1000))
+        from airflow_mlops.registry.lock import is_lock_model
+
+        return sorted(m.name for m in self.client.search_registered_models(max_results=1000)
+                      if not is_lock_model(m.name))
 
     def model(self, name: str) -> dict[str, Any]:
         from mlflow.exceptions import MlflowException
