@@ -104,6 +104,11 @@ def test_two_process_run_end_to_end(reference, data):
     assert any(line.startswith("[rank1] worker rank 1/2") for line in lines)
     progress = [line for line in lines if line.startswith("[rank0] epoch") and "samples/s" in line]
     assert progress and "eta" in progress[-1]
+    # A line per phase before the first step: launch, rendezvous, data; no deprecation warning from any rank.
+    assert any(line.startswith("[launcher] ") and "torchrun" in line for line in lines)
+    assert any(line.startswith("[rank0] Rendezvous: 2 process(es)") for line in lines)
+    assert any(line.startswith("[rank0] Data loaded: ") and "training rows" in line for line in lines)
+    assert not [line for line in lines if "Warning" in line], [line for line in lines if "Warning" in line]
 
 
 def test_failure_raises_with_exit_code_and_last_lines(tmp_path, data):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cached_property
@@ -11,13 +14,40 @@ from typing import Any
 from airflow_mlops.hooks.mlflow import MlflowHook
 from airflow_mlops.hooks.storage_hook import StorageHook
 
+#: Libraries whose INFO lines (and deprecation warnings) would drown a task's own lines.
+QUIET_LIBRARIES = ("great_expectations", "evidently", "mlflow", "alembic", "botocore", "boto3", "s3transfer",
+                   "urllib3", "py4j", "pyspark", "numexpr", "git", "fsspec", "filelock", "matplotlib")
+#: Level those libraries log at inside the package's tasks; ``INFO`` or ``DEBUG`` to see them again.
+LIBRARY_LOG_LEVEL_ENV = "MLOPS_LIBRARY_LOG_LEVEL"
+
+
+def quiet_libraries(level: str | int | None = None, libraries: tuple[str, ...] = QUIET_LIBRARIES) -> None:
+    """Raise the libraries' loggers to ``level`` (default env ``MLOPS_LIBRARY_LOG_LEVEL``, else WARNING) and
+    drop their deprecation warnings: the task log keeps the package's lines, and errors of every library."""
+    level = level or os.environ.get(LIBRARY_LOG_LEVEL_ENV) or "WARNING"
+    for name in libraries:
+        logging.getLogger(name).setLevel(level)
+    if logging.getLevelName(level) != logging.DEBUG:
+        for name in libraries:
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module=rf"{name}(\.|$)")
+            warnings.filterwarnings("ignore", category=FutureWarning, module=rf"{name}(\.|$)")
+
 
 class HooksMixin:
-    """``hook`` (MLflow) and ``storage_hook`` (local / S3) from ``mlflow_conn_id`` and ``aws_conn_id``."""
+    """
+    ``hook`` (MLflow) and ``storage_hook`` (local / S3) from ``mlflow_conn_id`` and ``aws_conn_id``; libraries
+    quieted to ``library_log_level`` while the task runs.
+    """
 
     mlflow_conn_id: str | None = None
     aws_conn_id: str | None = None
     pythonpath: Any = None
+    #: Level of third-party loggers in this task (None: env ``MLOPS_LIBRARY_LOG_LEVEL``, else WARNING).
+    library_log_level: str | None = None
+
+    def pre_execute(self, context: Any) -> None:
+        quiet_libraries(self.library_log_level)
+        super().pre_execute(context)  # type: ignore[misc]
 
     @cached_property
     def hook(self) -> MlflowHook:

@@ -127,7 +127,8 @@ class TrainingConfig:
     mlflow_run_id: str | None = None
     init_checkpoint_uri: str | None = None
     protected_checkpoints: list[str] = field(default_factory=list)
-    log_every_n_steps: int = 50
+    log_every_n_steps: int | None = None
+    log_interval_s: float = 10.0
 
     def __post_init__(self) -> None:
         if isinstance(self.dataset, dict):
@@ -151,8 +152,16 @@ class TrainingConfig:
             raise MlopsConfigurationError(
                 explain("model_kwargs must be a mapping", expected="a dict", received=self.model_kwargs)
             )
-        for name in ("epochs", "batch_size", "eval_batch_size", "nproc_per_node", "nnodes", "log_every_n_steps"):
+        for name in ("epochs", "batch_size", "eval_batch_size", "nproc_per_node", "nnodes"):
             positive_int(getattr(self, name), name)
+        if self.log_every_n_steps is not None:
+            positive_int(self.log_every_n_steps, "log_every_n_steps")
+        if isinstance(self.log_interval_s, bool) or not isinstance(self.log_interval_s, int | float) or not (
+            self.log_interval_s > 0
+        ):
+            raise MlopsConfigurationError(explain("log_interval_s is out of range", expected="seconds > 0",
+                                                  received=self.log_interval_s))
+        self.log_interval_s = float(self.log_interval_s)
         if self.max_steps is not None:
             positive_int(self.max_steps, "max_steps")
         positive_int(self.seed, "seed", minimum=0)

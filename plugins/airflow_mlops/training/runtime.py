@@ -124,6 +124,57 @@ def _finite(metrics: dict[str, float]) -> dict[str, float | None]:
     return {k: (float(v) if v is not None and math.isfinite(v) else None) for k, v in metrics.items()}
 
 
+class StepTimer:
+    """Recent step times (an exponential moving average), for throughput and an ETA that ignores the start-up,
+    evaluation and checkpoint time the first steps would otherwise carry."""
+
+    def __init__(self, weight: float = 0.1, warmup_steps: int = 2) -> None:
+        self.weight = weight
+        self.warmup_steps = warmup_steps
+        self.seen = 0
+        self.step_s = 0.0
+        self.sample_s = 0.0
+
+    def add(self, seconds: float, samples: int) -> None:
+        self.seen += 1
+        if self.seen <= self.warmup_steps and self.step_s > 0.0:
+            # The first steps pay for start-up (allocations, the first collectives): an estimate, not a rate.
+            self.step_s = min(self.step_s, seconds)
+            self.sample_s = min(self.sample_s, seconds / max(samples, 1))
+            return
+        if self.step_s == 0.0:
+            self.step_s, self.sample_s = seconds, seconds / max(samples, 1)
+            return
+        self.step_s += self.weight * (seconds - self.step_s)
+        self.sample_s += self.weight * (seconds / max(samples, 1) - self.sample_s)
+
+    @property
+    def samples_per_s(self) -> float:
+        return 1.0 / self.sample_s if self.sample_s > 0 else 0.0
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 90:
+        return f"{seconds:.0f}s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f}min"
+    return f"{seconds / 3600:.1f}h"
+
+
+def _buffer_sync_argument() -> str:
+    """``forward_sync_buffers`` where torch has it (``broadcast_buffers`` warns there), else the older name."""
+    import inspect
+
+    from torch.nn.parallel import DistributedDataParallel
+
+    params = inspect.signature(DistributedDataParallel.__init__).parameters
+    return "forward_sync_buffers" if "forward_sync_buffers" in params else "broadcast_buffers"
+
+
+_BUFFER_SYNC = _buffer_sync_argument()
+
+
 class MetricsSink:
     """
     Metrics to MLflow from rank 0, into the run the operator opened, sent by a background thread: an MLflow
@@ -251,7 +302,11 @@ class Trainer:
 
     def __init__(self, config: TrainingConfig, ctx: DistContext | None = None) -> None:
         self.cfg = config
+        joined = time.perf_counter()
         self.ctx = ctx or init_distributed()
+        self.say("Rendezvous: %d process(es) on %d node(s) joined in %.1fs (backend %s, device %s)",
+                 self.ctx.world_size, config.nnodes, time.perf_counter() - joined, dist.get_backend(),
+                 self.ctx.device.type)
         self.manager = CheckpointManager(config.checkpoint_dir, config.checkpoint)
         self.saver = BackgroundSaver()
         self.metrics_sink = MetricsSink(config.mlflow_run_id, self.ctx.is_main)
@@ -282,6 +337,7 @@ class Trainer:
     # ---- setup --------------------------------------------------------------------------------------------
     def _load_data(self) -> None:
         cfg = self.cfg
+        loading = time.perf_counter()
         self.x, self.y = to_tensors(read_table(cfg.dataset.train_uri), cfg.dataset, cfg.task, cfg.dataset.train_uri)
         self.xe = self.ye = None
         if cfg.dataset.eval_uri:
@@ -293,6 +349,9 @@ class Trainer:
         self.total_steps = cfg.epochs * self.steps_per_epoch
         if cfg.max_steps is not None:
             self.total_steps = min(self.total_steps, cfg.max_steps)
+        self.say("Data loaded: %d training rows x %d features from %s%s in %.1fs", self.n, self.x.shape[1],
+                 cfg.dataset.train_uri, f", {len(self.xe)} evaluation rows" if self.xe is not None else "",
+                 time.perf_counter() - loading)
 
     def _model_spec(self, found: CheckpointInfo | None, init_manifest: dict[str, Any] | None) -> dict[str, Any]:
         for manifest in (found.manifest if found else None, init_manifest):
@@ -334,8 +393,8 @@ class Trainer:
 
         broadcast = any(isinstance(m, _NormBase) and m.track_running_stats for m in model.modules())
         if self.ctx.device.type == "cuda":
-            return DistributedDataParallel(model, device_ids=[self.ctx.local_rank], broadcast_buffers=broadcast)
-        return DistributedDataParallel(model, broadcast_buffers=broadcast)
+            return DistributedDataParallel(model, device_ids=[self.ctx.local_rank], **{_BUFFER_SYNC: broadcast})
+        return DistributedDataParallel(model, **{_BUFFER_SYNC: broadcast})
 
     def setup(self) -> None:
         cfg, ctx = self.cfg, self.ctx
@@ -534,9 +593,9 @@ class Trainer:
     def train(self) -> TrainingResult:
         cfg, ctx = self.cfg, self.ctx
         t_start = time.perf_counter()
-        start_step = self.step
         samples = 0
         last_log = time.perf_counter()
+        progress = StepTimer()
         train_loss = float("nan")
         self.say("Training %s: %d rows, %d epochs x %d steps, world size %d, strategy %s, device %s, backend %s",
                  cfg.run_name, self.n, cfg.epochs, self.steps_per_epoch, ctx.world_size, cfg.strategy.value,
@@ -551,6 +610,7 @@ class Trainer:
             order = torch.tensor(list(sampler), dtype=torch.long)
             for b in range(self.batch_index, self.steps_per_epoch):
                 idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+                step_started = time.perf_counter()
                 xb, yb = self.x[idx].to(ctx.device), self.y[idx].to(ctx.device)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss = self.loss_fn(_outputs(cfg.task, self.model(xb)), yb)
@@ -563,13 +623,17 @@ class Trainer:
                 self.loss_count += 1
                 self.batch_index = b + 1
                 samples += len(idx) * ctx.world_size
-                if ctx.is_main and (self.step % cfg.log_every_n_steps == 0 or time.perf_counter() - last_log > 30):
+                progress.add(time.perf_counter() - step_started, len(idx) * ctx.world_size)
+                due = (cfg.log_every_n_steps and self.step % cfg.log_every_n_steps == 0) or (
+                    time.perf_counter() - last_log >= cfg.log_interval_s)
+                if ctx.is_main and due:
                     last_log = time.perf_counter()
-                    elapsed = last_log - t_start
-                    done = self.step - start_step
-                    eta = elapsed / max(done, 1) * (self.total_steps - self.step)
-                    log.info("epoch %d/%d step %d/%d loss %.4f samples/s %.1f eta %.1fs", self.epoch + 1,
-                             cfg.epochs, self.step, self.total_steps, loss_value, samples / max(elapsed, 1e-9), eta)
+                    remaining = self.total_steps - self.step
+                    evals_left = (cfg.epochs - self.epoch) if self.xe is not None else 0
+                    eval_each = self.eval_s / max(self.epoch, 1) if self.epoch else 0.0
+                    log.info("epoch %d/%d step %d/%d loss %.4f %.0f samples/s eta %s", self.epoch + 1, cfg.epochs,
+                             self.step, self.total_steps, loss_value, progress.samples_per_s,
+                             _duration(progress.step_s * remaining + eval_each * evals_left))
                     self.metrics_sink.log({"train_loss_step": loss_value}, self.step)
                 if is_due(cfg.checkpoint, step=self.step, epoch_end=False, epochs_done=self.epoch):
                     self._checkpoint(epoch=self.epoch, batch_index=self.batch_index)

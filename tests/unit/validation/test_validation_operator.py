@@ -53,3 +53,21 @@ def test_execute_refuses_path_outside_root(roots, suite_path, tmp_path):
                                 suite_path=suite_path, allowed_root=str(roots["data"]))
     with pytest.raises(PathOutsideRootError, match="outside the allowed root"):
         op.execute({"ti": FakeTI()})
+
+
+def test_the_task_log_keeps_the_packages_lines_not_great_expectations_internals(window, roots, suite_path, caplog):
+    """A validation task's log: at most a handful of Great Expectations lines (only its warnings and errors)."""
+    import logging
+
+    path = roots["data"] / "w.parquet"
+    window.to_parquet(path, index=False)
+    op = DataValidationOperator(task_id="v", data_path=str(path), suite_path=suite_path,
+                                allowed_root=str(roots["data"]))
+    caplog.set_level(logging.DEBUG)
+    op.pre_execute({})
+    op.execute({"ti": FakeTI()})
+    gx_lines = [r for r in caplog.records if r.name.startswith("great_expectations")]
+    ours = [r for r in caplog.records if r.name.startswith(("airflow_mlops", "airflow.task"))]
+    assert len(gx_lines) <= 5, [r.getMessage()[:80] for r in gx_lines]
+    assert ours, "the package's own lines stay"
+    logging.getLogger("great_expectations").setLevel(logging.NOTSET)
