@@ -8,7 +8,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from airflow_mlops.drift.report import (
+from airflow_mlops.drift.base import (
     INTEGER_CARDINALITY_LIMIT,
     ColumnDrift,
     DriftConfig,
