@@ -46,13 +46,19 @@ class ColumnSketch:
         if not k:
             return
         if self.counts is not None:
-            for value, count in v.value_counts().items():
-                key = _key(value)
-                self.counts[key] = self.counts.get(key, 0) + int(count)
-            if len(self.counts) > self.count_limit and self.kind == "numerical":
-                self.n_unique_floor = max(self.n_unique_floor, len(self.counts))
+            vc = v.value_counts()
+            if self.kind == "numerical" and len(vc) > self.count_limit:
+                # Too many values to count: only a floor of the distinct count is kept (it decides nothing).
+                self.n_unique_floor = max(self.n_unique_floor, len(vc), len(self.counts))
                 self.counts = None
-        if self.counts is None:
+            else:
+                for value, count in vc.items():
+                    key = _key(value)
+                    self.counts[key] = self.counts.get(key, 0) + int(count)
+                if len(self.counts) > self.count_limit and self.kind == "numerical":
+                    self.n_unique_floor = max(self.n_unique_floor, len(self.counts))
+                    self.counts = None
+        elif self.n_unique_floor <= self.count_limit:
             self.n_unique_floor = max(self.n_unique_floor, int(v.nunique()))
         if self.kind != "numerical":
             self.rows += k
