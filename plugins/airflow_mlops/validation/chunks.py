@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import codecs
 import hashlib
+import os
+import tempfile
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from airflow_mlops.hooks.storage import Storage, is_s3, local_path
 from airflow_mlops.validation.batches import (
     _READ_HINT,
     PARQUET_MAGIC,
@@ -21,6 +25,21 @@ if TYPE_CHECKING:
     import pandas as pd
 
 _READ_BYTES = 8 * 1024 * 1024
+
+
+@contextmanager
+def local_file(uri: str, storage: Storage, engine: object = None) -> Iterator[str]:
+    """
+    A path to read ``uri`` from without holding it in memory: a local file as it is; an S3 object as a
+    temporary copy on disk, removed afterwards, or, for the Spark engine, the URI itself (Spark reads s3a://).
+    """
+    if not is_s3(uri) or str(getattr(engine, "value", engine)) == "spark":
+        yield uri if is_s3(uri) else local_path(uri)
+        return
+    with tempfile.TemporaryDirectory(prefix="airflow-mlops-batch-") as folder:
+        path = os.path.join(folder, "batch" + os.path.splitext(uri)[1])
+        storage.download_file(uri, path)
+        yield path
 
 
 @dataclass(frozen=True)

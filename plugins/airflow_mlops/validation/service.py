@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from airflow_mlops.engines import DEFAULT_CHUNK_ROWS, Engine
 from airflow_mlops.exceptions import MlopsConfigurationError, explain
-from airflow_mlops.hooks.storage import Storage, get_storage, is_s3, local_path
+from airflow_mlops.hooks.storage import Storage, get_storage, is_s3
 from airflow_mlops.validation.batches import (
     DataFormat,
     check_batch_exists,
@@ -21,7 +18,8 @@ from airflow_mlops.validation.batches import (
     read_batch_bytes,
     resolve_data_path,
 )
-from airflow_mlops.validation.chunks import check_file
+from airflow_mlops.validation.chunks import check_file, local_file
+from airflow_mlops.validation.context import new_gx_context
 from airflow_mlops.validation.digest import bytes_digest
 from airflow_mlops.validation.errors import BatchReadError, ExpectationsFailedError
 from airflow_mlops.validation.quarantine import quarantine_batch
@@ -132,16 +130,6 @@ def schema_of(df: pd.DataFrame) -> dict[str, str]:
     return {str(c): str(t) for c, t in df.dtypes.items()}
 
 
-def new_gx_context() -> Any:
-    """An ephemeral GX context (nothing on disk) with progress bars off: task logs are not terminals."""
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
-    return context
-
-
 def run_gx(df: pd.DataFrame, suite: Any, max_examples: int = 5, context: Any = None) -> Any:
     """GX's validation of a DataFrame against a built suite; returns the ``ExpectationSuiteValidationResult``."""
     context = context or new_gx_context()
@@ -235,7 +223,7 @@ class ValidationService:
         storage = self.storage_for(data_uri)
         check_batch_exists(data_uri, storage)
         sdigest = suite_digest(suite)
-        with _local_file(data_uri, storage) as path:
+        with local_file(data_uri, storage) as path:
             base = {"data_uri": data_uri, "suite": suite["name"], "suite_digest": sdigest}
             try:
                 check = check_file(path, DataFormat(config.data_format))
@@ -294,19 +282,6 @@ class ValidationService:
             # The original is untouched, so a failed copy loses nothing: report it and keep the real error.
             log.exception("Could not copy %s to quarantine under %s", data_uri, config.quarantine_root)
             return None
-
-
-@contextmanager
-def _local_file(uri: str, storage: Storage) -> Iterator[str]:
-    """A local path to read ``uri`` from: the file itself, or a temporary copy of an S3 object."""
-    if not is_s3(uri):
-        yield local_path(uri)
-        return
-    suffix = os.path.splitext(uri)[1]
-    with tempfile.TemporaryDirectory(prefix="airflow-mlops-batch-") as folder:
-        path = os.path.join(folder, "batch" + suffix)
-        storage.download_file(uri, path)
-        yield path
 
 
 def validate_batch(config: ValidationConfig, storage_for: Callable[[str], Storage] = get_storage) -> dict[str, Any]:

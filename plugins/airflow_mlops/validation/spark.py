@@ -72,7 +72,7 @@ class SparkRun:
 def validate_spark(path: str, suite: Mapping[str, Any], fmt: DataFormat, max_examples: int = 5,
                    spark: SparkSession | None = None) -> SparkRun:
     """Validate the file at ``path`` (local, file://, s3a-visible s3://) with GX's Spark execution engine."""
-    from airflow_mlops.validation.service import new_gx_context
+    from airflow_mlops.validation.context import new_gx_context
 
     spark = spark or spark_session()
     df = read_spark(spark, path, fmt)

@@ -370,7 +370,7 @@ class _ChunkValidator:
     """GX on one chunk at a time, through one ephemeral context and one batch definition."""
 
     def __init__(self, result_format: dict[str, Any]) -> None:
-        from airflow_mlops.validation.service import new_gx_context
+        from airflow_mlops.validation.context import new_gx_context
 
         self.result_format = result_format
         self.definition = (
