@@ -108,6 +108,14 @@ def check_file(path: str, declared: DataFormat = DataFormat.AUTO) -> FileCheck:
     return FileCheck("sha256:" + digest.hexdigest(), size, fmt)
 
 
+_BOOLS_WITH_GAPS = "bool-with-gaps"
+
+
+class AfterRead(str):
+    """A dtype set after parsing each chunk: ``object`` for a column of booleans with gaps (forcing it while
+    parsing would keep the words 'True' and 'False' instead of booleans)."""
+
+
 def unify_dtypes(dtypes: Sequence[object]) -> object:
     """
     The dtype pandas gives a CSV column read whole, from the dtypes its chunks got: integers with floats (a
@@ -117,11 +125,15 @@ def unify_dtypes(dtypes: Sequence[object]) -> object:
     import pandas as pd
 
     distinct = list(dict.fromkeys(str(d) for d in dtypes))
-    if len(distinct) == 1:
+    if len(distinct) == 1 and distinct[0] != _BOOLS_WITH_GAPS:
         return dtypes[0]
-    if all(pd.api.types.is_numeric_dtype(d) and not pd.api.types.is_bool_dtype(d) for d in dtypes):
+    if _BOOLS_WITH_GAPS not in distinct and all(
+        pd.api.types.is_numeric_dtype(d) and not pd.api.types.is_bool_dtype(d) for d in dtypes
+    ):
         return np.result_type(*[np.dtype(str(d)) for d in dtypes])
-    return object
+    if not any(str(d) == "object" for d in dtypes):
+        return AfterRead("object")
+    return np.dtype(object)
 
 
 def _csv_dtypes(path: str, chunk_rows: int) -> dict[str, object]:
@@ -130,6 +142,8 @@ def _csv_dtypes(path: str, chunk_rows: int) -> dict[str, object]:
     seen: dict[str, list[object]] = {}
     for chunk in pd.read_csv(path, chunksize=chunk_rows):
         for name, dtype in chunk.dtypes.items():
+            if str(dtype) == "object" and chunk[name].dropna().map(type).eq(bool).all():
+                dtype = _BOOLS_WITH_GAPS  # booleans and gaps: pandas gives object, but no text
             seen.setdefault(str(name), []).append(dtype)
     return {name: unify_dtypes(found) for name, found in seen.items()}
 
@@ -156,8 +170,14 @@ def iter_frames(path: str, fmt: DataFormat, chunk_rows: int, columns: Sequence[s
     dtypes = csv_dtypes if csv_dtypes is not None else _csv_dtypes(path, chunk_rows)
     if columns:
         dtypes = {k: v for k, v in dtypes.items() if k in columns}
+    after = [k for k, v in dtypes.items() if isinstance(v, AfterRead)]
+    forced = {k: v for k, v in dtypes.items() if not isinstance(v, AfterRead)}
     try:
-        yield from pd.read_csv(path, chunksize=chunk_rows, dtype=dtypes, usecols=list(columns) if columns else None)
+        for chunk in pd.read_csv(path, chunksize=chunk_rows, dtype=forced,
+                                 usecols=list(columns) if columns else None):
+            if after:
+                chunk[after] = chunk[after].astype(object)
+            yield chunk
     except (ValueError, pd.errors.ParserError) as exc:
         raise _unreadable(path, "the CSV file cannot be parsed", "a CSV file with one header row and rows of the "
                           "same width", f"{type(exc).__name__}: {exc}") from exc
@@ -181,6 +201,10 @@ def empty_frame(path: str, fmt: DataFormat, csv_types: dict[str, object] | None 
     if fmt == DataFormat.PARQUET:
         import pyarrow.parquet as pq
 
-        return pq.ParquetFile(path).schema_arrow.empty_table().to_pandas()
+        try:
+            return pq.ParquetFile(path).schema_arrow.empty_table().to_pandas()
+        except Exception as exc:  # pyarrow raises several types for a damaged footer
+            raise _unreadable(path, "the Parquet file is damaged", "a readable Parquet file",
+                              f"{type(exc).__name__}: {exc}") from exc
     types = csv_types if csv_types is not None else csv_dtypes(path, 10_000)
-    return pd.DataFrame({name: pd.Series([], dtype=dtype) for name, dtype in types.items()})
+    return pd.DataFrame({name: pd.Series([], dtype=str(dtype)) for name, dtype in types.items()})

@@ -418,7 +418,7 @@ class _MapCounts:
         res = evr.result or {}
         if self.first is None:
             self.first = evr
-        if evr.exception_info and evr.exception_info.get("raised_exception"):
+        if _raised(evr.exception_info):
             self.failed = self.failed or evr
             return
         self.elements += int(res.get("element_count") or 0)
@@ -429,6 +429,29 @@ class _MapCounts:
         self.unexpected += int(res.get("unexpected_count") or 0)
         if len(self.values) < limit:
             self.values += list(res.get("partial_unexpected_list") or [])[: limit - len(self.values)]
+
+
+def gx_order(expectations: list[Any]) -> list[int]:
+    """The order GX validates a suite in: grouped by column, groups in order of first appearance."""
+    groups: dict[str, list[int]] = {}
+    for k, exp in enumerate(expectations):
+        column = exp.configuration.kwargs.get("column")
+        groups.setdefault(column if isinstance(column, str) else "\0no column", []).append(k)
+    return [k for group in groups.values() for k in group]
+
+
+def _metric_failure(info: Any) -> bool:
+    """GX's exception info of an expectation whose metrics could not be computed (one entry per metric)."""
+    return isinstance(info, Mapping) and not info.get("raised_exception") and _raised(info)
+
+
+def _raised(info: Any) -> bool:
+    """GX's exception info: one dict, or one per metric that failed."""
+    if not isinstance(info, Mapping):
+        return False
+    if info.get("raised_exception"):
+        return True
+    return any(isinstance(v, Mapping) and v.get("raised_exception") for v in info.values())
 
 
 def _map_evr(expectation: Any, metrics: dict[str, Any], result_format: dict[str, Any], own: bool = True) -> Any:
@@ -480,6 +503,7 @@ def validate_stream(
     empty = empty_frame(path, fmt, csv_types)
     columns = [str(c) for c in empty.columns]
     plans = [plan_for(e) for e in expectations]
+    refused: SuiteError | None = None
     for i, (exp, plan) in enumerate(zip(expectations, plans, strict=True)):
         column = getattr(exp, "column", None)
         if plan in (Plan.MOMENTS, Plan.ORDER, Plan.DISTINCT, Plan.SEQUENCE) and column not in columns:
@@ -487,9 +511,12 @@ def validate_stream(
         elif plan in (Plan.MOMENTS, Plan.ORDER) and not (
             pd.api.types.is_numeric_dtype(empty[column]) and not pd.api.types.is_bool_dtype(empty[column])
         ):
-            raise SuiteError(explain(f"{exp.expectation_type}({column}) needs a numerical column to stream",
-                                     expected="an integer or float column", received=str(empty[column].dtype),
-                                     hint="validate with engine='pandas' or engine='spark'."))
+            # Raised once the table has a row: a table without rows is validated whole (in memory, empty).
+            refused = refused or SuiteError(explain(
+                f"{exp.expectation_type}({column}) needs a numerical column to stream",
+                expected="an integer or float column", received=str(empty[column].dtype),
+                hint="validate with engine='pandas' or engine='spark'."))
+            plans[i] = Plan.SCHEMA
     chunk_run = [i for i, p in enumerate(plans) if p in _CHUNK_PLANS]
     later_run: list[int] = []
     merged = {i: _MapCounts() for i in chunk_run}
@@ -509,13 +536,15 @@ def validate_stream(
             sequences[i] = Sequence(exp.expectation_type.endswith("decreasing"), bool(exp.strictly), limit)
     nulls = dict.fromkeys(columns, 0)
     validator = _ChunkValidator(result_format)
-    # GX reports results grouped by domain, not in suite order: the streamed result keeps GX's order, which a
-    # run on the table's empty schema gives.
-    gx_order = [k for k, _ in validator.run_in_gx_order(empty, expectations)]
+    order = gx_order(expectations)
     rows = chunks = 0
     with tempfile.TemporaryDirectory(prefix="airflow-mlops-spill-", dir=spill_dir) as folder:
         spills = {c: DistinctSpill(os.path.join(folder, f"c{k}")) for k, c in enumerate(spills)}
         for df in iter_frames(path, fmt, chunk_rows, csv_dtypes=csv_types):
+            if not len(df):
+                continue
+            if refused is not None:
+                raise refused
             if chunks == 0:
                 evrs = validator.run(df, [expectations[i] for i in chunk_run])
                 for i, evr in zip(chunk_run, evrs, strict=True):
@@ -584,7 +613,10 @@ def validate_stream(
             seq = sequences[i]
             evrs.append(_map_evr(exp, _map_metrics(exp, rows, nulls[exp.column], seq.unexpected, seq.values),
                                  result_format))
-    evrs = [evrs[k] for k in gx_order]
+    evrs = [evrs[k] for k in order]
+    # GX lists the expectations whose metrics failed to compute first, then the others.
+    evrs = [e for e in evrs if _metric_failure(e.exception_info)] + [
+        e for e in evrs if not _metric_failure(e.exception_info)]
     successful = sum(bool(e.success) for e in evrs)
     statistics = {"evaluated_expectations": len(evrs), "successful_expectations": successful,
                   "unsuccessful_expectations": len(evrs) - successful,
