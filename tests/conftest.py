@@ -78,3 +78,14 @@ def s3_env(s3_srv: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
     for key, value in s3_srv.env().items():
         monkeypatch.setenv(key, value)
     return s3_srv
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """One real Spark in local mode (one core) for the whole session: Spark tests share it, it stops at the end."""
+    from airflow_mlops.engines import spark_session
+
+    session = spark_session("local[1]", {"spark.sql.shuffle.partitions": "1", "spark.default.parallelism": "1"})
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
