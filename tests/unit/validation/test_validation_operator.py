@@ -53,3 +53,15 @@ def test_execute_refuses_path_outside_root(roots, suite_path, tmp_path):
                                 suite_path=suite_path, allowed_root=str(roots["data"]))
     with pytest.raises(PathOutsideRootError, match="outside the allowed root"):
         op.execute({"ti": FakeTI()})
+
+
+def test_execute_streams_with_the_engine_parameter(window, roots, suite_path):
+    path = roots["data"] / "w.parquet"
+    window.to_parquet(path, index=False)
+    op = DataValidationOperator(task_id="v", data_path=str(path), suite_path=suite_path, engine="streaming")
+    assert op.engine == "streaming"
+    streamed = op.execute({"ti": FakeTI()})
+    in_memory = DataValidationOperator(task_id="v", data_path=str(path), suite_path=suite_path).execute(
+        {"ti": FakeTI()})
+    assert streamed["engine"] == "streaming" and in_memory["engine"] == "pandas"
+    assert {k: v for k, v in streamed.items() if k != "engine"} == {k: v for k, v in in_memory.items() if k != "engine"}
