@@ -47,6 +47,13 @@ def profile_spark(df: DataFrame, config: DriftConfig, digest: str | None = None,
     rows = int(row["__rows__"])
     columns: dict[str, ColumnProfile] = {}
     probs = ((np.arange(config.profile_points) + 0.5) / config.profile_points).tolist()
+    # One job for the quantiles of every large numerical column.
+    large = [c for i, c in enumerate(keep) if c in numeric and int(row[f"n{i}"]) > config.profile_points]
+    quantiles = {}
+    if large:
+        got = df.select(*[F.percentile_approx(F.col(f"`{c}`").cast("double"), probs, PERCENTILE_ACCURACY)
+                          for c in large]).first()
+        quantiles = {c: [float(x) for x in got[k]] for k, c in enumerate(large)}
     for i, c in enumerate(keep):
         kind, integer = kinds[c]
         n = int(row[f"n{i}"])
@@ -74,8 +81,7 @@ def profile_spark(df: DataFrame, config: DriftConfig, digest: str | None = None,
             values = sorted(float(r[0]) for r in df.where(col.isNotNull()).select(col.cast("double")).collect())
             exact = True
         else:
-            q = df.select(F.percentile_approx(col.cast("double"), probs, PERCENTILE_ACCURACY)).first()[0]
-            values, exact = [float(x) for x in q], False
+            values, exact = quantiles[c], False
         columns[c] = ColumnProfile(kind=kind, rows=n, std=std, n_unique=n_unique, exact=exact, values=values,
                                    counts=counts, uniques=uniques, integer=integer)
     schema = pd.DataFrame({c: pd.Series([], dtype=_pandas_dtype(fields[c])) for c in fields})

@@ -17,7 +17,7 @@ class DataValidationOperator(HooksMixin, BaseOperator):
 
     Returns a compact summary to XCom: ``success``, ``evaluated``, ``failed``, ``warned``,
     ``unexpected_counts``, ``digest`` (``sha256:`` of the file's bytes), ``rows``, ``columns``, ``schema``,
-    ``data_uri``, ``suite``, ``suite_digest``, ``failures`` and ``warnings``. A failed critical expectation
+    ``data_uri``, ``suite``, ``suite_digest``, ``failures``, ``warnings`` and ``engine``. A failed critical expectation
     raises :class:`~airflow_mlops.validation.errors.ExpectationsFailedError` (a ``DataValidationError``) after
     the batch was copied to ``quarantine_root``; the original file is never changed.
 
