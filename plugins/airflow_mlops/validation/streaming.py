@@ -6,7 +6,7 @@ import heapq
 import math
 import os
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -523,15 +523,15 @@ def validate_stream(
     first_evrs: dict[int, Any] = {}
     moments: dict[str, Moments] = {}
     orders: dict[str, OrderStatistics] = {}
-    spills: dict[str, DistinctSpill] = {}
+    distinct_columns: list[str] = []
     sequences: dict[int, Sequence] = {}
     for i, (exp, plan) in enumerate(zip(expectations, plans, strict=True)):
         if plan is Plan.MOMENTS:
             moments.setdefault(exp.column, Moments())
         elif plan is Plan.ORDER:
             orders.setdefault(exp.column, OrderStatistics())
-        elif plan is Plan.DISTINCT:
-            spills.setdefault(exp.column, None)  # type: ignore[arg-type]
+        elif plan is Plan.DISTINCT and exp.column not in distinct_columns:
+            distinct_columns.append(exp.column)
         elif plan is Plan.SEQUENCE:
             sequences[i] = Sequence(exp.expectation_type.endswith("decreasing"), bool(exp.strictly), limit)
     nulls = dict.fromkeys(columns, 0)
@@ -539,7 +539,7 @@ def validate_stream(
     order = gx_order(expectations)
     rows = chunks = 0
     with tempfile.TemporaryDirectory(prefix="airflow-mlops-spill-", dir=spill_dir) as folder:
-        spills = {c: DistinctSpill(os.path.join(folder, f"c{k}")) for k, c in enumerate(spills)}
+        spills = {c: DistinctSpill(os.path.join(folder, f"c{k}")) for k, c in enumerate(distinct_columns)}
         for df in iter_frames(path, fmt, chunk_rows, csv_dtypes=csv_types):
             if not len(df):
                 continue
@@ -680,9 +680,3 @@ def _order_statistics(path: str, fmt: DataFormat, chunk_rows: int, csv_types: di
         else:
             out[i] = {"column.quantile_values": [quantile_from(stats, acc.n, q, how, acc.dtype) for q in quantiles]}
     return out
-
-
-def iter_plan_rows(plans: Mapping[str, str]) -> Iterator[str]:
-    """Lines ``type: plan`` for logs."""
-    for type_, plan in plans.items():
-        yield f"{type_}: {Plan[plan.upper()].value}"
