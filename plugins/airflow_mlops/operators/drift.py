@@ -161,18 +161,17 @@ class DriftDetectionOperator(HooksMixin, BaseOperator):
         engine = Engine.parse(self.engine)
         score = (lambda df: self._with_predictions(model, df)) if model is not None else None
         ref_storage = self.storage_hook.storage_for(self.reference_uri)
-        digest = dataset_digest(self.reference_uri, ref_storage) + (f"|{self.model_uri}" if model else "")
         cache = self.storage_hook.storage_for(self.profile_uri) if self.profile_uri else None
-        profile = None
-        if cache is not None and cache.exists(self.profile_uri):
-            profile = ReferenceProfile.load(cache, self.profile_uri)
-            profile = profile if profile.digest == digest else None
-        if profile is None:
-            with local_file(self.reference_uri, ref_storage, engine) as path:
-                profile = profile_window(path, config, engine, digest=digest, transform=score).profile
-            if cache is not None:
-                profile.save(cache, self.profile_uri)
-            self.log.info("Built the reference profile of %d rows (%s engine)", profile.rows, engine.value)
+        # The digest is hashed from a copy on disk (S3) in pieces: the reference is never held in memory.
+        with local_file(self.reference_uri, ref_storage) as path:
+            digest = dataset_digest(path) + (f"|{self.model_uri}" if model else "")
+            profile = ReferenceProfile.load(cache, self.profile_uri) if cache and cache.exists(self.profile_uri) else None
+            if profile is None or profile.digest != digest:
+                source = self.reference_uri if engine is Engine.SPARK and "://" in self.reference_uri else path
+                profile = profile_window(source, config, engine, digest=digest, transform=score).profile
+                if cache is not None:
+                    profile.save(cache, self.profile_uri)
+                self.log.info("Built the reference profile of %d rows (%s engine)", profile.rows, engine.value)
         with local_file(self.current_uri, self.storage_hook.storage_for(self.current_uri), engine) as path:
             current = profile_window(path, config, engine, current=True, transform=score)
         return drift_between(profile, current, config, engine)
