@@ -243,6 +243,8 @@ def main() -> int:
     parser.add_argument("--spark", action="store_true", help="also run the Spark engine at the smallest size")
     parser.add_argument("--data-dir", default=os.environ.get("BENCH_SCALE_DIR", "/tmp/airflow-mlops-bench-scale"))
     parser.add_argument("--timeout", type=float, default=3600)
+    parser.add_argument("--reuse", default=None, help="a former result JSON: its runs are kept, not repeated")
+    parser.add_argument("--rerun", default="", help="with --reuse, runs to repeat anyway: kind@rows,...")
     parser.add_argument("--worker", default=None)
     parser.add_argument("--result", default=None)
     args, rest = parser.parse_known_args()
@@ -256,6 +258,8 @@ def main() -> int:
     data.mkdir(parents=True, exist_ok=True)
     runs: list[dict[str, Any]] = []
     checks: list[dict[str, Any]] = []
+    reused = {(r["path"], r["rows"]): r for r in json.loads(Path(args.reuse).read_text())["runs"]} if args.reuse else {}
+    rerun = {(k, int(n)) for k, n in (item.split("@") for item in args.rerun.split(",") if item)}
     for rows in sizes:
         ref, cur = data / f"ref-{rows}.parquet", data / f"cur-{rows}.parquet"
         t0 = time.perf_counter()
@@ -276,6 +280,11 @@ def main() -> int:
                 paths += [("validate-spark", [str(cur), str(suite_path)]), ("drift-spark", [str(ref), str(cur)])]
         found = {}
         for kind, child_args in paths:
+            if (kind, rows) in reused and (kind, rows) not in rerun:
+                rec = {**reused[(kind, rows)], "reused": True}
+                found[kind] = rec
+                runs.append(rec)
+                continue
             rec = run_child(kind, child_args, args.timeout)
             rec["rows"] = rows
             found[kind] = rec

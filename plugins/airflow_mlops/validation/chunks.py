@@ -160,7 +160,8 @@ def iter_frames(path: str, fmt: DataFormat, chunk_rows: int, columns: Sequence[s
         import pyarrow.parquet as pq
 
         try:
-            pf = pq.ParquetFile(path)
+            # pre_buffer=False: pyarrow otherwise keeps what it read ahead, and memory grows with the file.
+            pf = pq.ParquetFile(path, pre_buffer=False)
             for batch in pf.iter_batches(batch_size=chunk_rows, columns=list(columns) if columns else None):
                 yield batch.to_pandas()
         except Exception as exc:  # pyarrow raises several types for a damaged file
@@ -202,7 +203,7 @@ def empty_frame(path: str, fmt: DataFormat, csv_types: dict[str, object] | None 
         import pyarrow.parquet as pq
 
         try:
-            return pq.ParquetFile(path).schema_arrow.empty_table().to_pandas()
+            return pq.ParquetFile(path, pre_buffer=False).schema_arrow.empty_table().to_pandas()
         except Exception as exc:  # pyarrow raises several types for a damaged footer
             raise _unreadable(path, "the Parquet file is damaged", "a readable Parquet file",
                               f"{type(exc).__name__}: {exc}") from exc
