@@ -180,12 +180,19 @@ def worker(kind: str, args: list[str]) -> dict[str, Any]:
     raise SystemExit(f"unknown worker {kind}")
 
 
-def run_child(kind: str, args: list[str], timeout: float) -> dict[str, Any]:
-    """One path in a fresh interpreter: its wall time, its own peak RSS (os.wait4) and its answer."""
+def run_child(kind: str, args: list[str], timeout: float, limit_as: int | None = None) -> dict[str, Any]:
+    """One path in a fresh interpreter: its wall time, its own peak RSS (os.wait4) and its answer; with
+    ``limit_as`` the child's address space is capped (RLIMIT_AS, stricter than RSS: mapped, not only touched)."""
     out_file = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-scale-{os.getpid()}-{kind}.json"
     cmd = [sys.executable, __file__, "--worker", kind, "--result", str(out_file), *args]
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    def cap() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (limit_as, limit_as))
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=cap if limit_as else None)
     deadline = started + timeout
     status = rusage = None
     while True:
@@ -208,7 +215,10 @@ def run_child(kind: str, args: list[str], timeout: float) -> dict[str, Any]:
         out_file.unlink()
     else:
         rec["error"] = "timed out" if rc == -9 else stderr.strip().splitlines()[-1:] or [f"exit {rc}"]
-    print(f"  {kind:24s} {rec['wall_s']:8.1f} s {rec['peak_rss_mib']:9.0f} MiB  rc={rc}", flush=True)
+    if limit_as:
+        rec["limit_as_gib"] = limit_as / 1024**3
+    print(f"  {kind:24s} {rec['wall_s']:8.1f} s {rec['peak_rss_mib']:9.0f} MiB  rc={rc}"
+          f"{'  (under a 4 GiB address-space limit)' if limit_as else ''}", flush=True)
     return rec
 
 
@@ -245,6 +255,9 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=3600)
     parser.add_argument("--reuse", default=None, help="a former result JSON: its runs are kept, not repeated")
     parser.add_argument("--rerun", default="", help="with --reuse, runs to repeat anyway: kind@rows,...")
+    parser.add_argument("--limit-runs", action="store_true",
+                        help="also run the streaming paths at the largest size, and the in-memory ones at the "
+                        "smallest, under a 4 GiB address-space limit (RLIMIT_AS)")
     parser.add_argument("--worker", default=None)
     parser.add_argument("--result", default=None)
     args, rest = parser.parse_known_args()
@@ -304,6 +317,15 @@ def main() -> int:
         drifted = sorted(k for k, v in found["drift-streaming"].get("verdicts", {}).items() if v)
         checks.append({"rows": rows, "a": "drift-streaming", "b": "known shifts", "equal": drifted == sorted(SHIFTED),
                        "different": sorted(set(drifted) ^ set(SHIFTED))})
+    capped: list[dict[str, Any]] = []
+    if args.limit_runs:
+        print("== under a 4 GiB address-space limit", flush=True)
+        big, small = sizes[-1], sizes[0]
+        for kind, rows in (("validate-streaming", big), ("drift-streaming", big), ("validate-pandas", small),
+                           ("drift-pandas-profile", small)):
+            ref, cur = str(data / f"ref-{rows}.parquet"), str(data / f"cur-{rows}.parquet")
+            child_args = [cur, str(data / f"suite-{rows}.json")] if kind.startswith("validate") else [ref, cur]
+            capped.append({**run_child(kind, child_args, args.timeout, LIMIT_BYTES), "rows": rows})
     limits = {}
     for kind in sorted({r["path"] for r in runs}):
         pts = [(r["rows"], r["peak_rss_mib"]) for r in runs if r["path"] == kind and r["rc"] == 0]
@@ -320,6 +342,13 @@ def main() -> int:
         largest = ("bounded by the chunk size: no row limit (disk)" if lim.get("bounded")
                    else f"{lim['rows_at_4gib']:,} rows" if lim.get("rows_at_4gib") else "one size measured")
         print(f"| {kind} | {lim.get('mib_per_million_rows')} | {largest} |")
+    if capped:
+        print("")
+        print("| under a 4 GiB address-space limit | rows | finished | wall s | peak RSS MiB |")
+        print("|---|---:|---|---:|---:|")
+        for r in capped:
+            print(f"| {r['path']} | {r['rows']:,} | {'yes' if r['rc'] == 0 else 'no: ' + str(r.get('error'))} | "
+                  f"{r['wall_s']:.1f} | {r['peak_rss_mib']:.0f} |")
     print("")
     for c in checks:
         line = f"> {c['rows']:,} rows: {c['a']} vs {c['b']}: {'same verdicts' if c['equal'] else 'DIFFERENT'}"
@@ -331,7 +360,7 @@ def main() -> int:
             line += "; unexpected counts equal"
         print(line)
     result = {"machine": platform.machine(), "cpus": os.cpu_count(), "sizes": sizes, "columns": len(columns()),
-              "runs": runs, "checks": checks, "limits": limits, "shifted_columns": SHIFTED}
+              "runs": runs, "checks": checks, "limits": limits, "capped_runs": capped, "shifted_columns": SHIFTED}
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1, default=str))
     return 0 if all(c["equal"] for c in checks) else 1
