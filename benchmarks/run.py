@@ -3,6 +3,9 @@
     python benchmarks/run.py            # all, full size
     python benchmarks/run.py --quick    # smaller inputs, for a quick look
     python benchmarks/run.py parse      # one benchmark by name
+    python benchmarks/run.py scale      # tables larger than memory: 10M x 50, about an hour on two cores
+
+The scale benchmark runs only when named (or with --all): it generates about 8 GB of Parquet.
 """
 
 from __future__ import annotations
@@ -16,16 +19,21 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
+#: Benchmarks that run only when named or with --all (long, large inputs).
+ON_REQUEST = {"scale"}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("names", nargs="*", help="benchmarks to run (parse, validation, training, drift)")
+    parser.add_argument("names", nargs="*", help="benchmarks to run (parse, validation, training, drift, scale)")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--all", action="store_true", help="also the benchmarks run only on request (scale)")
     args = parser.parse_args()
     scripts = sorted(HERE.glob("bench_*.py"))
     if args.names:
         scripts = [s for s in scripts if s.stem.removeprefix("bench_") in args.names]
+    elif not args.all:
+        scripts = [s for s in scripts if s.stem.removeprefix("bench_") not in ON_REQUEST]
     RESULTS.mkdir(exist_ok=True)
     sections = [
         "# Benchmark results",

@@ -98,3 +98,18 @@ def s3_env(s3_srv: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
     for key, value in s3_srv.env().items():
         monkeypatch.setenv(key, value)
     return s3_srv
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """One real Spark in local mode (one core) for the whole session: Spark tests share it, it stops at the end."""
+    import logging
+
+    from airflow_mlops.engines import spark_session
+
+    # py4j logs at interpreter exit, after pytest closed the streams; its INFO lines are noise here anyway.
+    logging.getLogger("py4j").setLevel(logging.WARNING)
+    session = spark_session("local[1]", {"spark.sql.shuffle.partitions": "1", "spark.default.parallelism": "1"})
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()

@@ -94,3 +94,19 @@ def test_missing_s3_object_and_traversal(validation_bucket):  # noqa: F811
                                 suite_path=SUITE, allowed_root=validation_bucket.uri("windows"))
     with pytest.raises(PathOutsideRootError, match="leaves the allowed root"):
         op.execute({"ti": FakeTI()})
+
+
+def test_s3_batch_streams_from_a_copy_on_disk_and_quarantines_it(validation_bucket, window_bytes):  # noqa: F811
+    uri = validation_bucket.put("windows/bad.csv", window_bytes["bad_csv"])
+    results = {}
+    for engine in ("pandas", "streaming"):
+        op = DataValidationOperator(task_id="v", data_path=uri, suite_path=SUITE, engine=engine,
+                                    quarantine_root=validation_bucket.uri(f"quarantine-{engine}"))
+        with pytest.raises(ExpectationsFailedError) as err:
+            op.execute({"ti": FakeTI()})
+        results[engine] = err.value.summary
+    streamed, in_memory = results["streaming"], results["pandas"]
+    assert streamed["engine"] == "streaming" and streamed["digest"] == in_memory["digest"]
+    assert streamed["failures"] == in_memory["failures"] and streamed["rows"] == 120
+    (copy,) = [k for k in validation_bucket.keys("quarantine-streaming/") if k.endswith("bad.csv")]
+    assert validation_bucket.get(copy) == window_bytes["bad_csv"]

@@ -8,7 +8,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from airflow_mlops.drift.report import (
+from airflow_mlops.drift.base import (
     INTEGER_CARDINALITY_LIMIT,
     ColumnDrift,
     DriftConfig,
@@ -203,6 +203,86 @@ def column_score(col: ColumnProfile, current: pd.Series, method: str) -> float:
 
         return float(distance.jensenshannon(p, q))
     _, ref, cur = _proportions(col, current)
+    return _count_score(method, ref, cur)
+
+
+def profile_drift(profile: ReferenceProfile, current: pd.DataFrame, config: DriftConfig) -> DriftSummary:
+    """Every tested column of ``current`` against the profile, with Evidently's tests and thresholds."""
+    return _drift_against(profile, current, len(current), config, "profile",
+                          lambda col, name: _n_unique(col, current[name]),
+                          lambda col, name, method: column_score(col, current[name], method))
+
+
+def compare_profiles(profile: ReferenceProfile, current: ReferenceProfile, schema: pd.DataFrame,
+                     config: DriftConfig, engine: str = "streaming") -> DriftSummary:
+    """
+    The current window's profile against the reference profile: the same tests and thresholds as
+    :func:`profile_drift`, with the current window summarised too (counts exact, quantiles from its sketch).
+
+    ``schema`` is a frame with the current window's columns and dtypes (it may have no rows).
+    """
+    return _drift_against(profile, schema, current.rows, config, "profile",
+                          lambda col, name: _n_unique_profiles(col, current.columns[name]),
+                          lambda col, name, method: profile_score(col, current.columns[name], method),
+                          engine=engine)
+
+
+def _n_unique_profiles(col: ColumnProfile, cur: ColumnProfile) -> int:
+    if col.n_unique > 5 or col.counts is None:
+        return col.n_unique
+    if cur.counts is None:
+        return max(col.n_unique, cur.n_unique)
+    return len(set(col.counts) | set(cur.counts))
+
+
+def profile_score(col: ColumnProfile, cur: ColumnProfile, method: str) -> float:
+    """:func:`column_score` with the current column summarised as a profile as well."""
+    import numpy as np
+    from scipy import stats
+
+    if method not in PROFILE_METHODS:
+        raise MlopsConfigurationError(
+            explain("This drift test cannot run against a reference profile", expected=f"one of {PROFILE_METHODS}",
+                    received=method, hint="use the pandas engine with mode='sample' or 'full' for other tests.")
+        )
+    if not cur.rows:
+        return float("nan")
+    if method in ("wasserstein", "ks") or (method == "jensenshannon" and col.counts is None):
+        if col.kind != "numerical" or cur.kind != "numerical":
+            raise MlopsConfigurationError(explain(f"{method} needs a numerical column", expected="numerical",
+                                                  received=col.kind))
+        ref = np.asarray(col.values, dtype="float64")
+        now = np.asarray(cur.values, dtype="float64")
+        if method == "wasserstein":
+            return float(stats.wasserstein_distance(ref, now) / max(col.std, 0.001))
+        if method == "ks":
+            if col.exact and cur.exact:
+                return float(stats.ks_2samp(ref, now)[1])
+            d = float(stats.ks_2samp(ref, now)[0])
+            en = col.rows * cur.rows / (col.rows + cur.rows)
+            return float(stats.kstwo.sf(d, np.round(en)))
+        from scipy.spatial import distance
+
+        n_bins = int(np.ceil(np.log2(col.rows + cur.rows))) + 1
+        edges = np.linspace(min(ref.min(), now.min()), max(ref.max(), now.max()), n_bins + 1)
+        p = np.histogram(ref, edges)[0] / max(len(ref), 1)
+        q = np.histogram(now, edges)[0] / max(len(now), 1)
+        return float(distance.jensenshannon(p, q))
+    if cur.counts is None:
+        raise MlopsConfigurationError(
+            explain(f"{method} needs the current window's value counts", expected="a column with few distinct "
+                    "values in the current window", received=f"about {cur.n_unique} distinct values",
+                    hint="set this column's test to wasserstein or ks (per_column_method).")
+        )
+    keys = sorted(set(col.counts or {}) | set(cur.counts))
+    ref_c = np.array([(col.counts or {}).get(k, 0) for k in keys], dtype="float64")
+    cur_c = np.array([cur.counts.get(k, 0) for k in keys], dtype="float64")
+    return _count_score(method, ref_c, cur_c)
+
+
+def _count_score(method: str, ref: np.ndarray, cur: np.ndarray) -> float:
+    from scipy import stats
+
     if method == "jensenshannon":
         from scipy.spatial import distance
 
@@ -222,8 +302,8 @@ def column_score(col: ColumnProfile, current: pd.Series, method: str) -> float:
     return float(2 * (1 - stats.norm.cdf(abs((p1 - p2) / denom))))
 
 
-def profile_drift(profile: ReferenceProfile, current: pd.DataFrame, config: DriftConfig) -> DriftSummary:
-    """Every tested column of ``current`` against the profile, with Evidently's tests and thresholds."""
+def _drift_against(profile: ReferenceProfile, current: pd.DataFrame, current_rows: int, config: DriftConfig,
+                   mode: str, n_unique: Any, score: Any, engine: str = "profile") -> DriftSummary:
     started = time.perf_counter()
     kinds = profile.kinds()
     pred = config.prediction_column
@@ -243,17 +323,17 @@ def profile_drift(profile: ReferenceProfile, current: pd.DataFrame, config: Drif
     for name in [*columns, *([pred] if pred else [])]:
         col = profile.columns[name]
         kind = col.test_kind()
-        method = config.method_for(name) or default_method(kind, col.rows, _n_unique(col, current[name]))
+        method = config.method_for(name) or default_method(kind, col.rows, n_unique(col, name))
         threshold = config.threshold_for(name, method)
-        score = column_score(col, current[name], method)
-        results.append(ColumnDrift(name, kind, method, threshold, score, is_drift(method, score, threshold)))
+        value = score(col, name, method)
+        results.append(ColumnDrift(name, kind, method, threshold, value, is_drift(method, value, threshold)))
     features = tuple(results[: len(columns)])
     share = sum(c.drifted for c in features) / len(features)
     return DriftSummary(
-        mode="profile",
+        mode=mode,
         reference_rows=profile.rows,
-        current_rows=len(current),
-        rows_tested=(profile.rows, len(current)),
+        current_rows=current_rows,
+        rows_tested=(profile.rows, current_rows),
         columns=features,
         drift_share=share,
         drift_share_threshold=config.drift_share,
@@ -261,5 +341,5 @@ def profile_drift(profile: ReferenceProfile, current: pd.DataFrame, config: Drif
         prediction=results[-1] if pred else None,
         schema=schema,
         seconds=time.perf_counter() - started,
-        engine="profile",
+        engine=engine,
     )

@@ -62,6 +62,9 @@ class DriftDetectionOperator(HooksMixin, BaseOperator):
     :param pythonpath: folders put on ``sys.path`` while the champion is rebuilt (templated).
     :param mlflow_conn_id: connection of type ``mlflow``.
     :param aws_conn_id: connection for s3:// paths; ``None`` reads the AWS environment.
+    :param engine: ``pandas`` (default: both windows in memory, as ``drift_config.mode`` says), ``streaming``
+        (both windows profiled chunk by chunk in bounded memory with mergeable sketches, the reference profile
+        cached at ``profile_uri``) or ``spark`` (the profiles computed by Spark; no ``model_uri``).
     """
 
     template_fields: Sequence[str] = ("reference_uri", "current_uri", "drift_config", "model_uri", "profile_uri",
@@ -83,10 +86,12 @@ class DriftDetectionOperator(HooksMixin, BaseOperator):
         pythonpath: list[str] | None = None,
         mlflow_conn_id: str = MlflowHook.default_conn_name,
         aws_conn_id: str | None = None,
+        engine: str = "pandas",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.pythonpath = pythonpath
+        self.engine = engine
         self.reference_uri = reference_uri
         self.current_uri = current_uri
         self.feature_columns = feature_columns
@@ -100,28 +105,32 @@ class DriftDetectionOperator(HooksMixin, BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_mlops.datasets import digest_bytes, read_table
         from airflow_mlops.drift.report import DriftConfig, DriftMode, detect_drift
+        from airflow_mlops.engines import Engine
 
         options = dict(self.drift_config or {})
         options.setdefault("columns", list(self.feature_columns))
         if self.model_uri:
             options["prediction_column"] = PREDICTION_COLUMN
         config = DriftConfig.from_dict(options)
-        current = read_table(self.current_uri, self.storage_hook.storage_for(self.current_uri))
         model = None
         if self.model_uri:
             with self.import_path():
                 storage = None if self.model_uri.startswith("models:/") else self.storage_hook.storage_for(self.model_uri)
                 model = _load_model(self.hook, self.model_uri, storage)
-        profile, reference = None, None
-        if config.mode is DriftMode.PROFILE and self.profile_uri:
-            profile = self._cached_profile(config, model, digest_bytes, read_table)
+        if Engine.parse(self.engine) is not Engine.PANDAS:
+            result = self._drift_at_scale(config, model)
         else:
-            reference = read_table(self.reference_uri, self.storage_hook.storage_for(self.reference_uri))
+            current = read_table(self.current_uri, self.storage_hook.storage_for(self.current_uri))
+            profile, reference = None, None
+            if config.mode is DriftMode.PROFILE and self.profile_uri:
+                profile = self._cached_profile(config, model, digest_bytes, read_table)
+            else:
+                reference = read_table(self.reference_uri, self.storage_hook.storage_for(self.reference_uri))
+                if model is not None:
+                    reference = self._with_predictions(model, reference)
             if model is not None:
-                reference = self._with_predictions(model, reference)
-        if model is not None:
-            current = self._with_predictions(model, current)
-        result = detect_drift(reference, current, config, profile=profile)
+                current = self._with_predictions(model, current)
+            result = detect_drift(reference, current, config, profile=profile)
         summary = result.summary
         compact = {**summary.compact(), "reference_uri": self.reference_uri, "current_uri": self.current_uri,
                    "model_uri": self.model_uri}
@@ -165,6 +174,32 @@ class DriftDetectionOperator(HooksMixin, BaseOperator):
         profile.save(cache, self.profile_uri)
         self.log.info("Built the reference profile of %d rows into %s", profile.rows, self.profile_uri)
         return profile
+
+    def _drift_at_scale(self, config: Any, model: Any) -> Any:
+        """Both windows profiled in one pass each (streaming or Spark); the reference profile cached by digest."""
+        from airflow_mlops.drift.profile import ReferenceProfile
+        from airflow_mlops.drift.scale import drift_between, profile_window
+        from airflow_mlops.engines import Engine
+        from airflow_mlops.validation.chunks import local_file
+        from airflow_mlops.validation.digest import dataset_digest
+
+        engine = Engine.parse(self.engine)
+        score = (lambda df: self._with_predictions(model, df)) if model is not None else None
+        ref_storage = self.storage_hook.storage_for(self.reference_uri)
+        cache = self.storage_hook.storage_for(self.profile_uri) if self.profile_uri else None
+        # The digest is hashed from a copy on disk (S3) in pieces: the reference is never held in memory.
+        with local_file(self.reference_uri, ref_storage) as path:
+            digest = dataset_digest(path) + (f"|{self.model_uri}" if model else "")
+            profile = ReferenceProfile.load(cache, self.profile_uri) if cache and cache.exists(self.profile_uri) else None
+            if profile is None or profile.digest != digest:
+                source = self.reference_uri if engine is Engine.SPARK and "://" in self.reference_uri else path
+                profile = profile_window(source, config, engine, digest=digest, transform=score).profile
+                if cache is not None:
+                    profile.save(cache, self.profile_uri)
+                self.log.info("Built the reference profile of %d rows (%s engine)", profile.rows, engine.value)
+        with local_file(self.current_uri, self.storage_hook.storage_for(self.current_uri), engine) as path:
+            current = profile_window(path, config, engine, current=True, transform=score)
+        return drift_between(profile, current, config, engine)
 
     def _log_to_mlflow(self, context: Context, result: Any) -> str:
         from airflow_mlops.registry.tags import DRIFT_PREDICTION_SCORE, DRIFT_SHARE

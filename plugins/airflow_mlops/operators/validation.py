@@ -17,7 +17,7 @@ class DataValidationOperator(HooksMixin, BaseOperator):
 
     Returns a compact summary to XCom: ``success``, ``evaluated``, ``failed``, ``warned``,
     ``unexpected_counts``, ``digest`` (``sha256:`` of the file's bytes), ``rows``, ``columns``, ``schema``,
-    ``data_uri``, ``suite``, ``suite_digest``, ``failures`` and ``warnings``. A failed critical expectation
+    ``data_uri``, ``suite``, ``suite_digest``, ``failures``, ``warnings`` and ``engine``. A failed critical expectation
     raises :class:`~airflow_mlops.validation.errors.ExpectationsFailedError` (a ``DataValidationError``) after
     the batch was copied to ``quarantine_root``; the original file is never changed.
 
@@ -36,6 +36,9 @@ class DataValidationOperator(HooksMixin, BaseOperator):
     :param mlflow_run_id: the MLflow run (templated), e.g. the run-starting task's return value.
     :param artifact_dir: artifact folder in the run; default ``validation/<task_id>``.
     :param aws_conn_id: connection for s3:// paths; ``None`` reads the AWS environment.
+    :param engine: ``pandas`` (default: the batch in memory), ``streaming`` (row group by row group or chunk by
+        chunk, bounded memory, the same verdicts) or ``spark`` (GX's Spark datasource; the active Spark session,
+        else ``SPARK_MASTER``, else ``local[2]``).
     """
 
     template_fields: Sequence[str] = (
@@ -59,6 +62,7 @@ class DataValidationOperator(HooksMixin, BaseOperator):
         mlflow_run_id: str | None = None,
         artifact_dir: str | None = None,
         aws_conn_id: str | None = None,
+        engine: str = "pandas",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -74,6 +78,7 @@ class DataValidationOperator(HooksMixin, BaseOperator):
         self.mlflow_run_id = mlflow_run_id
         self.artifact_dir = artifact_dir
         self.aws_conn_id = aws_conn_id
+        self.engine = engine
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_mlops.validation.service import ValidationConfig, ValidationService
@@ -87,6 +92,7 @@ class DataValidationOperator(HooksMixin, BaseOperator):
             warn_only=self.warn_only or (),
             data_format=self.data_format,
             max_examples=self.max_examples,
+            engine=self.engine,
         )
         outcome = ValidationService(self.storage_hook.storage_for).validate(config, extra_checks=self.extra_checks)
         s = outcome.summary

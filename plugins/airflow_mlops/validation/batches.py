@@ -80,6 +80,12 @@ def resolve_data_path(path: str, allowed_root: str | None = None) -> str:
 
 def read_batch_bytes(path: str, storage: Storage) -> bytes:
     """The batch's bytes, read once; a missing file is a configuration error that names the path."""
+    check_batch_exists(path, storage)
+    return storage.read_bytes(path)
+
+
+def check_batch_exists(path: str, storage: Storage) -> None:
+    """A missing batch, or a folder, is a configuration error that names the path."""
     try:
         exists = storage.exists(path)
     except StorageError as exc:
@@ -97,7 +103,6 @@ def read_batch_bytes(path: str, storage: Storage) -> bytes:
             explain(f"Data batch {path} does not exist", expected="an existing CSV or Parquet file",
                     received=path, hint="check data_path (its template and the upstream task's output).")
         )
-    return storage.read_bytes(path)
 
 
 def detect_format(path: str, data: bytes, declared: DataFormat = DataFormat.AUTO) -> DataFormat:

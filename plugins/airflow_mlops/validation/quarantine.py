@@ -29,20 +29,25 @@ def quarantine_folder(root: str, data_path: str, now: datetime) -> str:
 
 def quarantine_batch(
     data_path: str,
-    data: bytes,
+    data: bytes | None,
     root: str,
     reason: Mapping[str, Any],
     storage: Storage,
     now: datetime | None = None,
+    source_file: str | None = None,
 ) -> str:
     """
     Write a copy of the batch and then ``reason.json`` (last, so a folder with a reason is complete).
 
-    The original at ``data_path`` is not touched. Returns the quarantine folder.
+    The copy is ``data``, or with ``data=None`` the local file ``source_file`` (a table too large to hold in
+    memory is copied file to file). The original at ``data_path`` is not touched. Returns the quarantine folder.
     """
     now = now or datetime.now(UTC)
     folder = quarantine_folder(root, data_path, now)
-    storage.write_bytes(join(folder, batch_name(data_path)), data)
+    if data is None and source_file is not None:
+        storage.upload_file(source_file, join(folder, batch_name(data_path)))
+    else:
+        storage.write_bytes(join(folder, batch_name(data_path)), data or b"")
     doc = {
         "data_uri": data_path,
         "quarantined_at": now.astimezone(UTC).isoformat(),

@@ -8,14 +8,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from airflow_mlops.engines import DEFAULT_CHUNK_ROWS, Engine
 from airflow_mlops.exceptions import MlopsConfigurationError, explain
-from airflow_mlops.hooks.storage import Storage, get_storage
+from airflow_mlops.hooks.storage import Storage, get_storage, is_s3
 from airflow_mlops.validation.batches import (
     DataFormat,
+    check_batch_exists,
     parse_batch,
     read_batch_bytes,
     resolve_data_path,
 )
+from airflow_mlops.validation.chunks import check_file, local_file
+from airflow_mlops.validation.context import new_gx_context
 from airflow_mlops.validation.digest import bytes_digest
 from airflow_mlops.validation.errors import BatchReadError, ExpectationsFailedError
 from airflow_mlops.validation.quarantine import quarantine_batch
@@ -47,6 +51,9 @@ class ValidationConfig:
     :param warn_only: expectation keys or types reported without failing.
     :param data_format: ``auto`` (by extension, then content), ``csv`` or ``parquet``.
     :param max_examples: unexpected values kept per failed expectation.
+    :param engine: ``pandas`` (the batch in memory), ``streaming`` (chunk by chunk, bounded memory, same
+        verdicts) or ``spark`` (GX's Spark datasource on the active or a new Spark session).
+    :param chunk_rows: rows per chunk of the streaming engine.
     """
 
     data_path: str
@@ -57,6 +64,8 @@ class ValidationConfig:
     warn_only: Iterable[str] = ()
     data_format: DataFormat | str = DataFormat.AUTO
     max_examples: int = 5
+    engine: Engine | str = Engine.PANDAS
+    chunk_rows: int = DEFAULT_CHUNK_ROWS
     overrides: dict[str, Severity] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -85,6 +94,10 @@ class ValidationConfig:
             self.overrides = severity_overrides(self.severity_overrides, self.warn_only)
         except ValueError as exc:
             raise MlopsConfigurationError(str(exc)) from exc
+        self.engine = Engine.parse(self.engine)
+        if isinstance(self.chunk_rows, bool) or not isinstance(self.chunk_rows, int) or self.chunk_rows < 1:
+            raise MlopsConfigurationError(explain("chunk_rows must be a positive integer", expected=">= 1",
+                                                  received=self.chunk_rows))
         if self.max_examples < 0:
             raise MlopsConfigurationError(explain("max_examples is negative", expected=">= 0",
                                                   received=self.max_examples))
@@ -115,16 +128,6 @@ class ValidationOutcome:
 
 def schema_of(df: pd.DataFrame) -> dict[str, str]:
     return {str(c): str(t) for c, t in df.dtypes.items()}
-
-
-def new_gx_context() -> Any:
-    """An ephemeral GX context (nothing on disk) with progress bars off: task logs are not terminals."""
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
-    return context
 
 
 def run_gx(df: pd.DataFrame, suite: Any, max_examples: int = 5, context: Any = None) -> Any:
@@ -183,6 +186,8 @@ class ValidationService:
         """
         data_uri = resolve_data_path(config.data_path, config.allowed_root)
         suite = load_suite_dict(config.suite_path, self.storage_for(config.suite_path))
+        if config.engine is not Engine.PANDAS:
+            return self._validate_file(config, data_uri, suite)
         storage = self.storage_for(data_uri)
         data = read_batch_bytes(data_uri, storage)
         digest = bytes_digest(data)
@@ -202,6 +207,7 @@ class ValidationService:
             core = {**core, "failures": [*core["failures"], *extra], "failed": core["failed"] + len(extra),
                     "evaluated": core["evaluated"] + len(extra), "success": core["success"] and not extra}
         summary = {
+            "engine": Engine.PANDAS.value,
             "success": core["success"],
             "evaluated": core["evaluated"],
             "failed": core["failed"],
@@ -223,13 +229,66 @@ class ValidationService:
             summary["quarantine_uri"] = where
         return ValidationOutcome(summary=summary, result=result, quarantine_uri=where)
 
-    def _quarantine(self, config: ValidationConfig, data_uri: str, data: bytes,
-                    reason: Mapping[str, Any]) -> str | None:
+    def _validate_file(self, config: ValidationConfig, data_uri: str, suite: dict[str, Any]) -> ValidationOutcome:
+        """The streaming and Spark engines: the file is never read whole into memory (S3: copied to disk)."""
+        storage = self.storage_for(data_uri)
+        check_batch_exists(data_uri, storage)
+        sdigest = suite_digest(suite)
+        with local_file(data_uri, storage) as path:
+            base = {"data_uri": data_uri, "suite": suite["name"], "suite_digest": sdigest}
+            try:
+                check = check_file(path, DataFormat(config.data_format))
+                base["digest"] = check.digest
+                log.info("Validating %s (%d bytes, %s, engine %s) against suite %s",
+                         data_uri, check.size, check.digest, config.engine.value, suite["name"])
+                if config.engine is Engine.STREAMING:
+                    from airflow_mlops.validation.streaming import validate_stream
+
+                    run: Any = validate_stream(path, suite, check.fmt, config.max_examples, config.chunk_rows)
+                    log.info("Streamed %d rows in %d chunks, %d pass(es)", run.rows, run.chunks, run.passes)
+                else:
+                    from airflow_mlops.validation.spark import validate_spark
+
+                    # Spark reads the original location (a cluster cannot see this worker's temporary copy).
+                    run = validate_spark(data_uri if is_s3(data_uri) else path, suite, check.fmt,
+                                         config.max_examples)
+            except BatchReadError as exc:
+                summary = {**exc.summary, **base}
+                where = self._quarantine(config, data_uri, None, summary, source_file=path)
+                message = str(exc) + (f" The batch was copied to {where}." if where else "")
+                raise BatchReadError(message, {**summary, "quarantine_uri": where}) from exc
+            core = summarize_result(run.result.to_json_dict(), config.overrides, config.max_examples)
+            summary = {
+                "engine": config.engine.value,
+                "success": core["success"],
+                "evaluated": core["evaluated"],
+                "failed": core["failed"],
+                "warned": core["warned"],
+                "unexpected_counts": core["unexpected_counts"],
+                "digest": base["digest"],
+                "rows": int(run.rows),
+                "columns": list(run.columns),
+                "schema": dict(run.schema),
+                "data_uri": data_uri,
+                "suite": suite["name"],
+                "suite_digest": sdigest,
+                "failures": core["failures"],
+                "warnings": core["warnings"],
+            }
+            where = None
+            if not summary["success"]:
+                where = self._quarantine(config, data_uri, None, summary, source_file=path)
+                summary["quarantine_uri"] = where
+        return ValidationOutcome(summary=summary, result=run.result, quarantine_uri=where)
+
+    def _quarantine(self, config: ValidationConfig, data_uri: str, data: bytes | None,
+                    reason: Mapping[str, Any], source_file: str | None = None) -> str | None:
         if not config.quarantine_root:
             return None
         try:
             return quarantine_batch(data_uri, data, config.quarantine_root, reason,
-                                    self.storage_for(config.quarantine_root), now=self.clock())
+                                    self.storage_for(config.quarantine_root), now=self.clock(),
+                                    source_file=source_file)
         except Exception:
             # The original is untouched, so a failed copy loses nothing: report it and keep the real error.
             log.exception("Could not copy %s to quarantine under %s", data_uri, config.quarantine_root)

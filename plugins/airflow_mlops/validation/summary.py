@@ -12,7 +12,7 @@ from airflow_mlops.exceptions import explain
 #: Keys of the compact summary that goes to XCom (``failures`` and ``warnings`` hold one dict per expectation).
 SUMMARY_KEYS = (
     "success", "evaluated", "failed", "warned", "unexpected_counts", "digest", "rows", "columns", "schema",
-    "data_uri", "suite", "suite_digest", "failures", "warnings",
+    "data_uri", "suite", "suite_digest", "failures", "warnings", "engine",
 )
 _MAX_LIST = 20
 

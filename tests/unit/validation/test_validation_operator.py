@@ -71,3 +71,15 @@ def test_the_task_log_keeps_the_packages_lines_not_great_expectations_internals(
     assert len(gx_lines) <= 5, [r.getMessage()[:80] for r in gx_lines]
     assert ours, "the package's own lines stay"
     logging.getLogger("great_expectations").setLevel(logging.NOTSET)
+
+
+def test_execute_streams_with_the_engine_parameter(window, roots, suite_path):
+    path = roots["data"] / "w.parquet"
+    window.to_parquet(path, index=False)
+    op = DataValidationOperator(task_id="v", data_path=str(path), suite_path=suite_path, engine="streaming")
+    assert op.engine == "streaming"
+    streamed = op.execute({"ti": FakeTI()})
+    in_memory = DataValidationOperator(task_id="v", data_path=str(path), suite_path=suite_path).execute(
+        {"ti": FakeTI()})
+    assert streamed["engine"] == "streaming" and in_memory["engine"] == "pandas"
+    assert {k: v for k, v in streamed.items() if k != "engine"} == {k: v for k, v in in_memory.items() if k != "engine"}
