@@ -82,6 +82,32 @@ def _finite(x: float | None) -> bool:
 BOOTSTRAP_RESAMPLES = 100
 
 
+def _one_metric(task: Task, metric: str) -> Any:
+    """A function of (y, scores) for one metric: scikit-learn for the common ones (a bootstrap calls it 100 times),
+    the task's full metrics otherwise."""
+    import numpy as np
+    from sklearn import metrics as skm
+
+    def safe(fn: Any) -> Any:
+        def call(y: Any, s: Any) -> float:
+            try:
+                return float(fn(y, s))
+            except ValueError:
+                return math.nan
+        return call
+
+    fast = {
+        (Task.BINARY, "f1"): lambda y, s: skm.f1_score(y.astype(int), (s.reshape(-1) >= 0.5).astype(int),
+                                                       zero_division=0),
+        (Task.MULTICLASS, "macro_f1"): lambda y, s: skm.f1_score(y.astype(int), s.reshape(len(y), -1).argmax(1),
+                                                                 average="macro", zero_division=0),
+        (Task.REGRESSION, "r2"): lambda y, s: skm.r2_score(y, s.reshape(-1)),
+    }
+    if (task, metric) in fast:
+        return safe(fast[(task, metric)])
+    return lambda y, s: compute_metrics(task, y, np.asarray(s)).get(metric, math.nan)
+
+
 def standard_error(task: Task | str, metric: str, y_true: Any, scores: Any, value: float | None = None,
                    metric_fn: Any = None) -> float:
     """
@@ -131,7 +157,7 @@ def standard_error(task: Task | str, metric: str, y_true: Any, scores: Any, valu
         sq = err ** 2
         rmse = math.sqrt(sq.mean())
         return float(sq.std(ddof=1) / math.sqrt(n) / (2 * rmse)) if rmse > 0 else 0.0
-    fn = metric_fn or (lambda yy, ss: compute_metrics(task, yy, ss).get(metric, math.nan))
+    fn = metric_fn or _one_metric(task, metric)
     rng = np.random.default_rng(0)
     values = []
     for _ in range(BOOTSTRAP_RESAMPLES):

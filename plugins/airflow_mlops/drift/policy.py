@@ -145,7 +145,12 @@ class DropTest:
     def from_value(cls, value: Any) -> DropTest:
         if isinstance(value, DropTest):
             return value
-        return cls(**dict(value or {}))
+        data = dict(value or {})
+        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise MlopsConfigurationError(explain("Unknown drop_test keys", expected=sorted(cls.__dataclass_fields__),
+                                                  received=unknown))
+        return cls(**data)
 
 
 @dataclass(frozen=True)
