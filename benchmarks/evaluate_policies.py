@@ -17,11 +17,12 @@ Policies, from the same initial model, over the same windows:
   every       retrain from scratch after every window on the newest past rows (capped);
   ft_every    fine-tune the champion after every window (the budgeted fine-tune below), no checks;
   drift_only  feature + prediction drift in 2 windows running (cached-profile checks) -> fine-tune, every
-              fourth training from scratch;
+              fourth training from scratch (gated);
   ours        the package's TriggerPolicy with its shipped defaults (airflow_mlops.drift.policy.decide): the
               champion's metric on each labelled window with its standard error (drift.performance.assess), the
               calibrated drop test, routine budgeted fine-tunes and a retrain when the drop test fires and the
-              compute budget allows.
+              compute budget allows; a retrain (on the rows before the window) passes the lifecycle's gate
+              (it must beat the champion on the window, which neither trained on) or the champion stays.
 The budgeted fine-tune (airflow_mlops.continual.plan_fine_tune): the newest window plus as many replay rows of
 the past, rows x epochs within fine_tune_cost of a retrain's samples, early stopping on the newest 20 % of the new
 window. Wall seconds count training and every check (scoring the labelled window, metrics, drift tests, the
@@ -287,7 +288,8 @@ class Runner:
             if action is Action.FINE_TUNE:
                 model = self.fine_tune(learner, model, i, config.fine_tune_cost, rng)
             elif action is Action.RETRAIN:
-                model = learner.fit(*self.retrain_rows(i), RETRAIN_EPOCHS)
+                model, gate_seconds = self.gated_retrain(learner, model, i)
+                checks += gate_seconds
             if action is not Action.NONE and policy == "drift_only":
                 t0 = time.perf_counter()
                 profile = self.profile(model, i)
@@ -295,6 +297,23 @@ class Runner:
             actions.append({"none": ".", "fine_tune": "F", "retrain": "R"}[action.value])
         return {"values": values, "samples": learner.samples, "train_seconds": learner.seconds,
                 "check_seconds": checks + checks_profile, "actions": "".join(actions), "log": log[-60:]}
+
+    def gated_retrain(self, learner: Learner, champion: Any, i: int) -> tuple[Any, float]:
+        """
+        A retrain from scratch with the lifecycle's gate: trained on the newest rows before window ``i`` and
+        promoted only if it beats the champion on window ``i``, which neither has trained on (continual_learning
+        evaluates and gates every challenger); the next window's fine-tune brings it up to date.
+        """
+        rows = self.past(i - 1)
+        challenger = learner.fit(self.x[rows], self.y[rows], RETRAIN_EPOCHS)
+        started = time.perf_counter()
+        task, metric = self.s.task, self.s.metric
+        held = self.windows[i]
+        y = self.y[held]
+        new = metric_of(task, metric, y, predict(challenger, self.x[held], task))
+        old = metric_of(task, metric, y, predict(champion, self.x[held], task))
+        wins = (new >= old if metric == "auc" else new <= old) or not math.isfinite(old)
+        return (challenger if wins else champion), time.perf_counter() - started
 
     def drift_config(self) -> Any:
         from airflow_mlops.drift.report import DriftConfig
@@ -356,7 +375,8 @@ def main() -> int:
     parser.add_argument("--data-dir", default=os.environ.get("MLOPS_DATA_DIR", str(REPO / "data")))
     parser.add_argument("--streams", nargs="*", default=["rainfall", "flights", "weather"])
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
-    parser.add_argument("--quick", action="store_true", help="one seed, the first 24 windows of each stream")
+    parser.add_argument("--quick", action="store_true", help="one seed, the first --windows windows of each stream")
+    parser.add_argument("--windows", type=int, default=24, help="windows per stream with --quick")
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.quick:
@@ -376,7 +396,7 @@ def main() -> int:
         df = load(stream, args.data_dir)
         per_seed = []
         for seed in args.seeds:
-            runner = Runner(stream, df, seed, windows_limit=24 if args.quick else None)
+            runner = Runner(stream, df, seed, windows_limit=args.windows if args.quick else None)
             per_seed.append({p: runner.run(p) for p in POLICIES})
             print(f"{name} seed {seed}: " + ", ".join(
                 f"{p} {np.nanmean(per_seed[-1][p]['values'][runner.dev_end - runner.init:]):.4f}"
