@@ -46,6 +46,7 @@ CHAIN = rules_only(rules=[TriggerRule((PERF,))], max_consecutive_fine_tunes=2)
 NO_SCHEMA_RETRAIN = rules_only(rules=[TriggerRule((PERF,))], retrain_on_schema_change=False)
 # compute budget: 0.5 of a retrain per window, a fine-tune costs 0.25
 COMPUTE = rules_only(rules=[TriggerRule((PERF,))], budget_share=0.5, fine_tune_cost=0.25, max_consecutive_fine_tunes=1)
+FT_EVERY = TriggerPolicy(rules=(), budget_share=None)  # fine-tune every window, as a policy of its own
 ROUTINE = TriggerPolicy(budget_share=0.3, fine_tune_cost=0.1, cooldown_windows=0, max_consecutive_fine_tunes=0)
 
 Q = ["1982-03-31", "1982-06-30", "1982-09-30", "1982-12-31", "1983-03-31", "1983-06-30", "1983-09-30",
@@ -78,6 +79,8 @@ N, F, R = "none", "fine_tune", "retrain"
         # the shipped defaults: a routine fine-tune every window; a fired rule retrains once the budget allows
         (DEFAULT, [set(), set(), set()], [F, F, F]),
         (DEFAULT, [{PERF}], [F]),  # 0.08 of a retrain per window: a retrain is not affordable yet
+        (FT_EVERY, [set(), {PERF}, {DATA, PRED}, set()], [F, F, F, F]),
+        (FT_EVERY, [{SCHEMA}], [R]),
         (ROUTINE, [set(), {PERF}, set(), set(), {PERF}], [F, F, F, F, R]),  # retrain when 0.3 x 5 >= 0.4 + 1
         # cooldown and count budget in windows
         (COOLDOWN_W, [{PERF}, {PERF}, {PERF}, {PERF}], [F, N, N, F]),
