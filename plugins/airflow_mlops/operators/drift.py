@@ -186,8 +186,9 @@ class DriftDetectionOperator(HooksMixin, BaseOperator):
 
 class PerformanceMonitorOperator(HooksMixin, BaseOperator):
     """
-    Once the labels of a past window have arrived, scores the champion on it and records the drop against the
-    champion's own evaluation metric (the ``eval.<metric>`` tags written at registration).
+    Once the labels of a past window have arrived, scores the champion on it: the metric with its standard error
+    for the window's size (the trigger policy's drop test judges it against the champion's out-of-time windows),
+    and for reference the change against the champion's evaluation metric (the ``eval.<metric>`` tags).
 
     :param labelled_uri: the past window with its labels (templated).
     :param model_name: registered model (templated).
@@ -259,9 +260,9 @@ class PerformanceMonitorOperator(HooksMixin, BaseOperator):
         result["champion_version"] = str(version.version)
         result["labelled_uri"] = self.labelled_uri
         if self.mlflow_run_id:
-            for key in ("value", "drop"):
+            for key in ("value", "drop", "standard_error"):
                 if result.get(key) is not None:
-                    self.hook.client.log_metric(str(self.mlflow_run_id), f"monitor.{config.metric}.{key}",
+                    self.hook.client.log_metric(str(self.mlflow_run_id), f"monitor.{result['metric']}.{key}",
                                                 float(result[key]))
         self.log.info("Champion v%s on %s: %s (%s)", version.version, self.labelled_uri,
                       "DEGRADED" if result["degraded"] else "ok", result["reason"])
