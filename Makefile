@@ -39,6 +39,12 @@ $(MLOPS_DATA_DIR)/digits/digits.parquet: include/datasets/build_digits.py | $(ST
 $(MLOPS_DATA_DIR)/diabetes/diabetes.parquet: include/datasets/build_diabetes.py | $(STAMP)
 	$(PY) include/datasets/build_diabetes.py --out $@
 
+$(MLOPS_DATA_DIR)/flights/flights.parquet: include/datasets/build_flights.py | $(STAMP)
+	$(PY) include/datasets/build_flights.py --out $@
+
+$(MLOPS_DATA_DIR)/weather/weather.parquet: include/datasets/build_weather.py include/datasets/build_flights.py | $(STAMP)
+	$(PY) include/datasets/build_weather.py --out $@
+
 data: $(MLOPS_DATA_DIR)/rainfall/rainfall.parquet $(MLOPS_DATA_DIR)/digits/digits.parquet \
       $(MLOPS_DATA_DIR)/diabetes/diabetes.parquet
 
@@ -82,8 +88,9 @@ up-prod: install
 down-prod:
 	$(PY) include/scripts/topology.py down
 
-evaluate: install data
-	$(PY) benchmarks/evaluate_policies.py --out benchmarks/results/policies.json
+evaluate: install data $(MLOPS_DATA_DIR)/flights/flights.parquet $(MLOPS_DATA_DIR)/weather/weather.parquet
+	$(PY) benchmarks/evaluate_policies.py --data-dir $(MLOPS_DATA_DIR) --out benchmarks/results/policies.json
+	$(PY) benchmarks/policy_tables.py benchmarks/results/policies.json --readme README.md
 
 lint: install
 	$(PY) -m ruff check plugins dags tests benchmarks include

@@ -18,9 +18,10 @@ from airflow_mlops.spec import load_pipeline
 
 PROJECT = Path(__file__).resolve().parents[1]
 DIGITS = load_pipeline(PROJECT / "include" / "pipelines" / "digits.json", PROJECT)
-# Batches are units of the numeric time column: a cooldown of 2 batches, at most 3 trainings in 10 batches.
-POLICY = {"rules": [{"signals": ["performance_drop"], "consecutive": 1}], "cooldown_days": 2, "budget": 3,
-          "budget_period_days": 10}
+# A fixed macro-F1 drop (max_drop in include/pipelines/digits.json) fires the signal from the first window; a
+# cooldown of one window, at most 3 trainings in 10 windows; trainings only when the signal fires.
+POLICY = {"rules": [{"signals": ["performance_drop"], "consecutive": 1}], "fine_tune_every_window": False,
+          "cooldown_windows": 1, "budget": 3, "budget_period_windows": 10, "budget_share": None}
 
 train = training_dag(DIGITS, dag_id="digits_train_pipeline", doc="Train, evaluate and promote the digits CNN.")
 score = batch_inference_dag(DIGITS, dag_id="digits_batch_inference", doc="Score digits with the production CNN.")

@@ -63,6 +63,17 @@ def champion(client, name: str) -> str | None:
         return None
 
 
+def clear_policy_state(asset_uri: str) -> None:
+    """Forget the policy state kept in the drift Asset's state store by an earlier demo."""
+    from airflow.models.asset import AssetModel
+    from airflow.models.asset_state_store import AssetStateStoreModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        for asset in session.query(AssetModel).filter_by(uri=asset_uri):
+            session.query(AssetStateStoreModel).filter_by(asset_id=asset.id, key="trigger_policy_state").delete()
+
+
 def fmt(x, spec: str = ".3f") -> str:
     return "-" if x is None else format(x, spec)
 
@@ -72,7 +83,7 @@ def main() -> int:
     parser.add_argument("--start", default="1981-01-01", help="first quarter to monitor")
     parser.add_argument("--quarters", type=int, default=10)
     parser.add_argument("--model", default="rainfall")
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=3)
     args = parser.parse_args()
 
     from mlflow import MlflowClient
@@ -84,6 +95,7 @@ def main() -> int:
         return 1
     data_dir = os.environ.get("MLOPS_DATA_DIR", str(REPO / "data"))
     state_uri = f"{data_dir}/drift/demo_policy_state_{int(time.time())}.json"
+    clear_policy_state(f"mlops://drift/{args.model}")  # the demo starts the policy afresh
     monitor, learner = load_dag("drift_monitor"), load_dag("continual_learning")
     rows = []
     for start, end in quarters(args.start, args.quarters):
@@ -108,7 +120,9 @@ def main() -> int:
             "drift_share": drift.get("drift_share"),
             "prediction_drift": drift.get("prediction_drift"),
             "auc": perf.get("value"),
-            "drop": perf.get("drop"),
+            "drop": (decision.get("drop_test") or {}).get("drop"),
+            "z": (decision.get("drop_test") or {}).get("z"),
+            "verdict": (decision.get("drop_test") or {}).get("verdict", "-"),
             "signals": ",".join(decision.get("signals") or drift.get("signals") or []) or "-",
             "action": action + (f" -> {outcome}" if outcome else ""),
             "champion": f"v{before}" + (f" -> v{after}" if after != before else ""),
@@ -116,15 +130,18 @@ def main() -> int:
         })
         r = rows[-1]
         print(f"{r['window']}: drift share {fmt(r['drift_share'], '.2f')}, champion AUC {fmt(r['auc'])} "
-              f"(drop {fmt(r['drop'])}), {r['action']}, champion {r['champion']}", flush=True)
+              f"(drop {fmt(r['drop'])}, z {fmt(r['z'], '.1f')}: {r['verdict']}), {r['action']}, champion "
+              f"{r['champion']}", flush=True)
 
     print()
-    print("| window | drift share | prediction drift | champion AUC | AUC drop | signals | action | champion |")
-    print("|---|---:|---|---:|---:|---|---|---|")
+    print("| window | drift share | prediction drift | champion AUC | AUC drop vs baseline | z | drop test "
+          "| signals | action | champion |")
+    print("|---|---:|---|---:|---:|---:|---|---|---|---|")
     for r in rows:
         print(f"| {r['window']} | {fmt(r['drift_share'], '.2f')} | {r['prediction_drift']} | {fmt(r['auc'])} | "
-              f"{fmt(r['drop'])} | {r['signals']} | {r['action']} | {r['champion']} |")
-    print(f"\nPolicy state: {state_uri}")
+              f"{fmt(r['drop'])} | {fmt(r['z'], '.1f')} | {r['verdict']} | {r['signals']} | {r['action']} "
+              f"| {r['champion']} |")
+    print(f"\nPolicy state: the drift Asset's state store (key trigger_policy_state); outside Airflow {state_uri}")
     return 0
 
 

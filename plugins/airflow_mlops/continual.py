@@ -1,8 +1,10 @@
-"""Continual learning's two steps of its own: turn a drift event into a training request, and mix in replay rows."""
+"""Continual learning's steps of its own: a drift event into a training request, replay rows, a budgeted fine-tune plan."""
 
 from __future__ import annotations
 
 import datetime as dt
+import math
+from dataclasses import dataclass
 from typing import Any
 
 from airflow_mlops.exceptions import MlopsConfigurationError, explain
@@ -90,3 +92,48 @@ def add_replay(spec: ModelSpec, window: dict[str, Any], source_uri: str, rows: i
     write_table(pd.concat([sample, train]).sort_values(order, kind="stable").reset_index(drop=True), out,
                 storage_for(out))
     return out
+
+
+@dataclass(frozen=True)
+class FineTunePlan:
+    """
+    How one budgeted fine-tune uses the newest window: its older ``train_rows`` (of which ``new_rows`` are
+    sampled) plus ``replay_rows`` older rows for ``epochs`` epochs, early-stopped on its newest
+    ``validation_rows`` (a time split inside the new data).
+    """
+
+    train_rows: int
+    validation_rows: int
+    new_rows: int
+    replay_rows: int
+    epochs: int
+
+    @property
+    def samples(self) -> int:
+        return (self.new_rows + self.replay_rows) * self.epochs
+
+
+def plan_fine_tune(window_rows: int, older_rows: int, sample_budget: float, *, validation_share: float = 0.2,
+                   min_validation_rows: int = 10, replay_ratio: float = 1.0, max_epochs: int = 8) -> FineTunePlan:
+    """
+    Size a fine-tune to a compute budget of ``sample_budget`` samples (rows times epochs): the newest window
+    split in time (the newest ``validation_share`` for early stopping), ``replay_ratio`` replay rows per new row,
+    as many epochs as the budget pays for (1 to ``max_epochs``), fewer rows when one epoch is over budget.
+    """
+    if window_rows < 1 or older_rows < 0 or not math.isfinite(sample_budget) or sample_budget <= 0:
+        raise MlopsConfigurationError(explain("A fine-tune plan needs rows and a budget", expected="window_rows >= 1, "
+                                              "older_rows >= 0, sample_budget > 0",
+                                              received={"window_rows": window_rows, "older_rows": older_rows,
+                                                        "sample_budget": sample_budget}))
+    validation = int(window_rows * validation_share)
+    if validation < min_validation_rows or window_rows - validation < 1:
+        validation = 0
+    train = window_rows - validation
+    replay = min(older_rows, int(train * replay_ratio))
+    per_epoch = train + replay
+    epochs = int(max(1, min(max_epochs, sample_budget // per_epoch)))
+    new, rep = train, replay
+    if sample_budget < per_epoch:
+        keep = sample_budget / per_epoch
+        new, rep = max(1, int(train * keep)), int(replay * keep)
+    return FineTunePlan(train_rows=train, validation_rows=validation, new_rows=new, replay_rows=rep, epochs=epochs)

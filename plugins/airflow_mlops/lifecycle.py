@@ -325,13 +325,14 @@ def continual_learning_dag(pipeline: Pipeline, *, dag_id: str | None = None, doc
                             description="Empty: the drift event's source table."),
         "window_start": window_param(pipeline, None, "Window start", "Empty: the drift event's window.", True),
         "window_end": window_param(pipeline, None, "Window end", "Empty: the drift event's window.", True),
-        "recent_span": Param(d.get("recent_span", 730), type="number", minimum=0, title=f"Recent {unit}",
+        "recent_span": Param(d.get("recent_span", 0), type="number", minimum=0, title=f"Recent {unit}",
                              description=f"{unit.capitalize()} of {spec.time_column} before the window that are "
                              "learnt from too."),
         "replay_rows": Param(d.get("replay_rows", 365), type="integer", minimum=0, title="Replay rows",
                              description="Rows sampled (seeded) from older data against forgetting."),
-        "epochs": Param(d.get("fine_tune_epochs", 10), type="integer", minimum=1, maximum=200, title="Epochs",
-                        description="Passes over the fine-tuning rows."),
+        "epochs": Param(d.get("fine_tune_epochs", 2), type="integer", minimum=1, maximum=200, title="Epochs",
+                        description="Passes over the fine-tuning rows (size them with "
+                        "airflow_mlops.continual.plan_fine_tune to the policy's fine_tune_cost)."),
         "learning_rate": Param(d.get("fine_tune_learning_rate", 0.001), type="number", exclusiveMinimum=0,
                                title="Learning rate", description="AdamW learning rate of the fine-tune."),
         "processes": Param(1, type="integer", minimum=1, maximum=64, title="Processes per node",
@@ -450,11 +451,14 @@ def drift_monitor_dag(pipeline: Pipeline, *, policy: dict[str, Any], dag_id: str
         "drift_mode": Param("full", type="string", enum=["full", "sample", "profile"], title="Drift mode",
                             description="full: Evidently on every row; sample: a seeded sample; profile: a cached "
                             "reference profile."),
-        "max_drop": Param(d.get("max_drop", 0.1), type="number", minimum=0, title=f"Performance: {metric} drop",
-                          description=f"A worsening of {metric} by this much against the champion's evaluation "
-                          "fires the performance signal."),
+        "max_drop": Param(d.get("max_drop"), type=["null", "number"], minimum=0,
+                          title=f"Performance: fixed {metric} drop",
+                          description=f"Empty (default): the policy judges {metric} against the champion's own "
+                          "out-of-time windows and the metric's noise. A number: a worsening of this much against "
+                          "the champion's evaluation fires the performance signal."),
         "state_uri": Param(f"{pipeline.data_root}/drift/{spec.name}_policy_state.json", type="string",
-                           title="Policy state file", description="JSON file of the damping policy's state."),
+                           title="Policy state file", description="JSON file of the policy's state when the drift "
+                           "Asset's state store is not available (runs outside Airflow); seeds the store once."),
     }
     if not numeric:
         params["replay_offset_days"] = Param(

@@ -223,8 +223,9 @@ class DriftDetectionOperator(HooksMixin, BaseOperator):
 
 class PerformanceMonitorOperator(HooksMixin, BaseOperator):
     """
-    Once the labels of a past window have arrived, scores the champion on it and records the drop against the
-    champion's own evaluation metric (the ``eval.<metric>`` tags written at registration).
+    Once the labels of a past window have arrived, scores the champion on it: the metric with its standard error
+    for the window's size (the trigger policy's drop test judges it against the champion's out-of-time windows),
+    and for reference the change against the champion's evaluation metric (the ``eval.<metric>`` tags).
 
     :param labelled_uri: the past window with its labels (templated).
     :param model_name: registered model (templated).
@@ -296,7 +297,7 @@ class PerformanceMonitorOperator(HooksMixin, BaseOperator):
         result["champion_version"] = str(version.version)
         result["labelled_uri"] = self.labelled_uri
         if self.mlflow_run_id:
-            for key in ("value", "drop"):
+            for key in ("value", "drop", "standard_error"):
                 if result.get(key) is not None:
                     self.hook.client.log_metric(str(self.mlflow_run_id), monitor_metric(result["metric"], key),
                                                 float(result[key]))
@@ -316,12 +317,19 @@ class TriggerPolicyOperator(HooksMixin, BaseOperator):
     :param drift: the drift task's summary (templated).
     :param performance: the performance task's result (templated), or ``None`` while labels are missing.
     :param policy: :class:`~airflow_mlops.drift.policy.TriggerPolicy` fields (templated).
-    :param state_uri: JSON file of the policy state, local or s3:// (templated); survives restarts.
+    :param state_uri: JSON file of the policy state, local or s3:// (templated); survives restarts. Used outside
+        Airflow's asset state store, and read once to seed the store when it holds no state yet.
+    :param state_store: ``auto`` (default): in Airflow, the asset state store of the first outlet Asset (the drift
+        Asset, AIP-103), key ``trigger_policy_state``; the file when the task has no such store. ``asset`` requires
+        the store; ``file`` always uses ``state_uri``.
     :param event_extra: more values for the asset event (templated), e.g. the window bounds to train on.
     :param mlflow_run_id: monitoring run that records the decision as tags (templated), for the model page's timeline.
     :param mlflow_conn_id: connection of type ``mlflow``.
     :param aws_conn_id: connection for s3:// paths; ``None`` reads the AWS environment.
     """
+
+    #: Key of the policy state in the drift Asset's state store.
+    STATE_KEY = "trigger_policy_state"
 
     template_fields: Sequence[str] = ("window_id", "window_end", "drift", "performance", "policy", "state_uri",
                                       "event_extra", "mlflow_run_id", "aws_conn_id")
@@ -336,6 +344,7 @@ class TriggerPolicyOperator(HooksMixin, BaseOperator):
         state_uri: str,
         performance: Any = None,
         policy: dict[str, Any] | None = None,
+        state_store: str = "auto",
         event_extra: dict[str, Any] | None = None,
         mlflow_run_id: str | None = None,
         mlflow_conn_id: str = MlflowHook.default_conn_name,
@@ -345,6 +354,12 @@ class TriggerPolicyOperator(HooksMixin, BaseOperator):
         super().__init__(**kwargs)
         self.mlflow_run_id = mlflow_run_id
         self.mlflow_conn_id = mlflow_conn_id
+        if state_store not in ("auto", "asset", "file"):
+            from airflow_mlops.exceptions import MlopsConfigurationError, explain
+
+            raise MlopsConfigurationError(explain("Unknown state_store", expected="'auto', 'asset' or 'file'",
+                                                  received=state_store))
+        self.state_store = state_store
         self.window_id = window_id
         self.window_end = window_end
         self.drift = drift
@@ -355,20 +370,23 @@ class TriggerPolicyOperator(HooksMixin, BaseOperator):
         self.aws_conn_id = aws_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_mlops.drift.policy import Observation, TriggerPolicy, decide, load_state, save_state
+        from airflow_mlops.drift.policy import Observation, PerformanceSample, TriggerPolicy, decide
 
         policy = TriggerPolicy.from_dict(self.policy)
         drift = dict(self.drift or {})
         performance = dict(self.performance or {})
         signals = set(drift.get("signals") or ())
         if performance.get("degraded"):
+            # A fixed max_drop in the monitor's config fired; without one the policy's drop test judges.
             signals.add("performance_drop")
-        storage = self.storage_hook.storage_for(self.state_uri)
-        state = load_state(storage, self.state_uri)
-        decision = decide(policy, state, Observation(str(self.window_id), str(self.window_end), frozenset(signals)))
-        save_state(storage, self.state_uri, decision.state)
+        load, save, where = self._state_backend(context)
+        state = load()
+        obs = Observation(str(self.window_id), str(self.window_end), frozenset(signals),
+                          PerformanceSample.from_value(performance) if performance else None)
+        decision = decide(policy, state, obs)
+        save(decision.state)
         result = {**decision.to_dict(), "window_end": str(self.window_end), "drift": drift,
-                  "performance": performance, **dict(self.event_extra or {})}
+                  "performance": performance, "state_store": where, **dict(self.event_extra or {})}
         self.log.info("Window %s: signals %s -> %s (%s)", self.window_id, sorted(signals) or "none",
                       decision.action.value, decision.reason)
         if self.mlflow_run_id:
@@ -387,3 +405,55 @@ class TriggerPolicyOperator(HooksMixin, BaseOperator):
             if hasattr(outlet, "uri"):
                 context["outlet_events"][outlet].extra = json.loads(json.dumps(result, default=str))
         return result
+
+    def _state_backend(self, context: Context) -> tuple[Any, Any, str]:
+        """``(load, save, where)``: the drift Asset's state store in Airflow, else the JSON file at ``state_uri``."""
+        from airflow_mlops.drift.policy import PolicyState, load_state, save_state
+
+        storage = self.storage_hook.storage_for(self.state_uri)
+
+        def load_file() -> Any:
+            return load_state(storage, self.state_uri)
+
+        def save_file(state: Any) -> None:
+            save_state(storage, self.state_uri, state)
+
+        accessor = self._asset_store(context) if self.state_store != "file" else None
+        if accessor is None:
+            if self.state_store == "asset":
+                from airflow_mlops.exceptions import MlopsConfigurationError, explain
+
+                raise MlopsConfigurationError(explain("No asset state store for the policy state",
+                                                      expected="an outlet Asset and Airflow >= 3.3",
+                                                      received=[str(o) for o in self.outlets or []],
+                                                      hint="add the drift Asset to outlets or use state_store='file'."))
+            return load_file, save_file, f"file:{self.state_uri}"
+
+        def load_asset() -> Any:
+            stored = accessor.get(self.STATE_KEY)
+            if stored is None:
+                # First run against the store: carry over a state file written before (outside Airflow or by an
+                # older version of this operator).
+                return load_file()
+            return PolicyState.from_dict(json.loads(stored) if isinstance(stored, str) else stored)
+
+        def save_asset(state: Any) -> None:
+            accessor.set(self.STATE_KEY, state.to_dict())
+
+        return load_asset, save_asset, f"asset:{getattr(self._drift_asset(), 'name', '')}"
+
+    def _drift_asset(self) -> Any:
+        return next((o for o in self.outlets or [] if hasattr(o, "uri") and hasattr(o, "name")), None)
+
+    def _asset_store(self, context: Context) -> Any:
+        asset = self._drift_asset()
+        if asset is None:
+            return None
+        try:
+            store = context["asset_state_store"]  # type: ignore[typeddict-item]
+        except KeyError:
+            return None
+        try:
+            return store[asset]
+        except (KeyError, TypeError):
+            return None
