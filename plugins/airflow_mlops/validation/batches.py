@@ -176,3 +176,43 @@ def parse_batch(path: str, data: bytes, fmt: DataFormat = DataFormat.AUTO) -> pd
     except Exception as exc:  # pandas.errors.ParserError and friends
         raise _unreadable(path, "the CSV file cannot be parsed", "a CSV file with one header row and "
                           "rows of the same width", f"{type(exc).__name__}: {exc}") from exc
+
+
+def file_problems(data: bytes, path: str) -> list[str]:
+    """
+    What is wrong with a CSV file as a whole, before any expectation: JSON content, a delimiter other than the
+    comma, a repeated header name, a last row cut short. Parquet files carry their schema: nothing to say.
+    """
+    if data[:4] == PARQUET_MAGIC or path.lower().endswith((".parquet", ".pq")) or b"\x00" in data[:4096]:
+        return []  # Parquet carries its schema; binary content is named by the reader already
+    try:
+        text = data[:1_000_000].decode("utf-8")
+    except UnicodeDecodeError:
+        return []
+    stripped = text.lstrip()
+    problems: list[str] = []
+    if stripped[:1] in ("{", "["):
+        problems.append("the file holds JSON, not CSV (it starts with " + repr(stripped[:1]) + ")")
+        return problems
+    lines = text.splitlines()
+    header = lines[0] if lines else ""
+    names = [c.strip().strip('"') for c in header.split(",")]
+    if len(names) == 1:
+        for sep, label in ((";", "semicolons"), ("\t", "tabs"), ("|", "pipes")):
+            if header.count(sep) >= 1:
+                problems.append(f"the columns are separated by {label}, not commas (header {_clip(header, 120)!r})")
+                break
+    repeated = sorted({n for n in names if n and names.count(n) > 1})
+    if repeated:
+        problems.append(f"the header repeats column name(s) {repeated} (pandas would read them as "
+                        f"{[f'{n}.1' for n in repeated]})")
+    if len(data) <= 1_000_000 and lines and not text.endswith(("\n", "\r")) and len(lines) > 1:
+        last = lines[-1]
+        if last.count(",") < header.count(","):
+            problems.append(f"the last row is cut short: {last.count(',') + 1} of {len(names)} fields "
+                            f"({_clip(last, 80)!r}); the file was truncated while written or copied")
+    return problems
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."

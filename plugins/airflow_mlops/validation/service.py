@@ -14,6 +14,7 @@ from airflow_mlops.hooks.storage import Storage, get_storage, is_s3
 from airflow_mlops.validation.batches import (
     DataFormat,
     check_batch_exists,
+    file_problems,
     parse_batch,
     read_batch_bytes,
     resolve_data_path,
@@ -195,9 +196,11 @@ class ValidationService:
         try:
             df = parse_batch(data_uri, data, DataFormat(config.data_format))
         except BatchReadError as exc:
-            summary = {**exc.summary, **base}
+            problems = file_problems(data, data_uri)
+            summary = {**exc.summary, **base, **({"file_problems": problems} if problems else {})}
             where = self._quarantine(config, data_uri, data, summary)
-            message = str(exc) + (f" The batch was copied to {where}." if where else "")
+            first = "".join(f"The file itself is wrong: {p}. " for p in problems)
+            message = first + str(exc) + (f" The batch was copied to {where}." if where else "")
             raise BatchReadError(message, {**summary, "quarantine_uri": where}) from exc
         log.info("Validating %s (%d rows, %d columns, %s) against suite %s",
                  data_uri, len(df), df.shape[1], digest, suite["name"])
@@ -222,6 +225,7 @@ class ValidationService:
             "suite_digest": base["suite_digest"],
             "failures": core["failures"],
             "warnings": core["warnings"],
+            **({"file_problems": problems} if (problems := file_problems(data, data_uri)) else {}),
         }
         where = None
         if not summary["success"]:
@@ -253,10 +257,13 @@ class ValidationService:
                     run = validate_spark(data_uri if is_s3(data_uri) else path, suite, check.fmt,
                                          config.max_examples)
             except BatchReadError as exc:
-                summary = {**exc.summary, **base}
+                problems = file_problems(_head_and_tail(path), data_uri)
+                summary = {**exc.summary, **base, **({"file_problems": problems} if problems else {})}
                 where = self._quarantine(config, data_uri, None, summary, source_file=path)
-                message = str(exc) + (f" The batch was copied to {where}." if where else "")
+                first = "".join(f"The file itself is wrong: {p}. " for p in problems)
+                message = first + str(exc) + (f" The batch was copied to {where}." if where else "")
                 raise BatchReadError(message, {**summary, "quarantine_uri": where}) from exc
+            problems = file_problems(_head_and_tail(path), data_uri)
             core = summarize_result(run.result.to_json_dict(), config.overrides, config.max_examples)
             summary = {
                 "engine": config.engine.value,
@@ -274,6 +281,7 @@ class ValidationService:
                 "suite_digest": sdigest,
                 "failures": core["failures"],
                 "warnings": core["warnings"],
+                **({"file_problems": problems} if problems else {}),
             }
             where = None
             if not summary["success"]:
@@ -293,6 +301,12 @@ class ValidationService:
             # The original is untouched, so a failed copy loses nothing: report it and keep the real error.
             log.exception("Could not copy %s to quarantine under %s", data_uri, config.quarantine_root)
             return None
+
+
+def _head_and_tail(path: str, size: int = 1_000_000) -> bytes:
+    """The first megabyte of a file, or all of it when smaller: what the file-level checks read."""
+    with open(path, "rb") as fh:
+        return fh.read(size)
 
 
 def validate_batch(config: ValidationConfig, storage_for: Callable[[str], Storage] = get_storage) -> dict[str, Any]:

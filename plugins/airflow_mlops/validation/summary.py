@@ -9,12 +9,15 @@ from typing import Any
 
 from airflow_mlops.exceptions import explain
 
-#: Keys of the compact summary that goes to XCom (``failures`` and ``warnings`` hold one dict per expectation).
+#: Keys of the compact summary that goes to XCom (``failures`` and ``warnings`` hold one dict per expectation);
+#: ``file_problems`` and ``quarantine_uri`` appear when there is something to say.
 SUMMARY_KEYS = (
     "success", "evaluated", "failed", "warned", "unexpected_counts", "digest", "rows", "columns", "schema",
     "data_uri", "suite", "suite_digest", "failures", "warnings", "engine",
 )
 _MAX_LIST = 20
+#: Longest text kept of one value anywhere in a summary, message, reason.json or artifact.
+MAX_VALUE_CHARS = 200
 
 
 class Severity(StrEnum):
@@ -35,9 +38,16 @@ class Severity(StrEnum):
         )
 
 
+def cap(text: str, limit: int = MAX_VALUE_CHARS) -> str:
+    """A value as text of at most ``limit`` characters, saying how long it was."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
 def jsonable(value: Any, max_list: int = _MAX_LIST) -> Any:
-    """Plain JSON values: numpy scalars unwrapped, NaN and infinities as strings, long lists cut."""
-    if value is None or isinstance(value, (bool, str, int)):
+    """Plain JSON values: numpy scalars unwrapped, NaN and infinities as strings, long lists and texts cut."""
+    if isinstance(value, str):
+        return cap(value)
+    if value is None or isinstance(value, (bool, int)):
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else str(value)
@@ -118,6 +128,9 @@ def _exception_message(info: Any) -> str | None:
 
 
 def _observed(result: Mapping[str, Any]) -> Any:
+    if result.get("observed_value") is None and result.get("details"):
+        # GX puts what it saw there for set and column-list expectations (missing classes, extra columns).
+        return result["details"]
     if "observed_value" in result:
         return result["observed_value"]
     if "unexpected_count" in result and "element_count" in result:
@@ -178,29 +191,74 @@ def summarize_result(
     }
 
 
-def describe_failure(entry: Mapping[str, Any]) -> str:
+def describe_failure(entry: Mapping[str, Any], columns: Iterable[str] | None = None) -> str:
     """One line per failed expectation: its name, what was seen, a few unexpected values, GX's error."""
     parts = [str(entry["expectation"])]
-    if entry.get("exception"):
-        parts.append(f"could not be evaluated: {entry['exception']}")
+    column = entry.get("column")
+    if columns is not None and column and "," not in str(column) and str(column) not in set(columns):
+        parts.append(f"column {column!r} is missing from the batch")
+    elif entry.get("exception"):
+        parts.append(f"could not be evaluated: {cap(str(entry['exception']))}")
     elif entry.get("unexpected_count") is not None and entry.get("element_count") is not None:
         pct = entry.get("unexpected_percent")
         pct_txt = f" ({pct:.3g}%)" if isinstance(pct, (int, float)) else ""
         parts.append(f"{entry['unexpected_count']} of {entry['element_count']} values unexpected{pct_txt}")
+    elif str(entry.get("type", "")).startswith("expect_table_columns_to_match") and isinstance(
+            entry.get("observed_value"), list) and (entry.get("kwargs") or {}).get("column_list"):
+        parts.append(_columns_said(list((entry.get("kwargs") or {})["column_list"]), entry["observed_value"]))
     else:
-        parts.append(f"observed {entry.get('observed_value')!r}")
+        parts.append(f"observed {_said(entry.get('observed_value'))}")
     if entry.get("examples"):
-        parts.append(f"examples {entry['examples']!r}")
-    return "; ".join(parts)
+        parts.append(f"examples {[cap(str(e), 60) if isinstance(e, str) else e for e in entry['examples']]!r}")
+    return cap("; ".join(parts), 1000)
+
+
+def _columns_said(expected: list[Any], observed: list[Any]) -> str:
+    """A column list that did not match, said as what is missing, what is extra, or that the order differs."""
+    missing = [c for c in expected if c not in observed]
+    extra = [c for c in observed if c not in expected]
+    said = []
+    if missing:
+        said.append(f"missing column(s) {missing!r}")
+    if extra:
+        said.append(f"unexpected column(s) {extra!r}")
+    if not said:
+        said.append(f"the columns are in another order: {observed!r}")
+    return "; ".join(said)
+
+
+def _said(observed: Any) -> str:
+    """GX's observation as a person reads it: extra and missing columns or classes named, values capped."""
+    if isinstance(observed, Mapping):
+        mismatched = observed.get("mismatched", observed)
+        if isinstance(mismatched, Mapping) and ({"unexpected", "missing"} & set(mismatched)):
+            said = []
+            if mismatched.get("unexpected"):
+                said.append(f"unexpected {list(mismatched['unexpected'])!r}")
+            if mismatched.get("missing"):
+                said.append(f"missing {list(mismatched['missing'])!r}")
+            return ", ".join(said)
+        if isinstance(mismatched, list) and mismatched and isinstance(mismatched[0], Mapping):
+            pairs = [f"position {m.get('Expected Column Position')}: expected {m.get('Expected')!r}, found "
+                     f"{m.get('Found')!r}" for m in mismatched[:5]]
+            return "; ".join(pairs)
+        if "value_counts" in observed:
+            seen = [v.get("value") for v in observed["value_counts"] if isinstance(v, Mapping)]
+            return f"only the values {seen!r}"
+    return cap(repr(observed))
 
 
 def failure_message(summary: Mapping[str, Any], quarantine_uri: str | None = None) -> str:
     """The message of the error that fails the task: every failed expectation, then expected/received/hint."""
-    lines = [
+    lines = []
+    for problem in summary.get("file_problems") or ():
+        lines.append(f"The file itself is wrong: {problem}.")
+    lines.append(
         f"Data batch {summary.get('data_uri')} failed {summary['failed']} of {summary['evaluated']} expectations "
         f"of suite {summary.get('suite')!r} (digest {summary.get('digest')})."
-    ]
-    lines += [f"  - {describe_failure(f)}" for f in summary.get("failures", [])]
+    )
+    columns = summary.get("columns")
+    lines += [f"  - {describe_failure(f, columns)}" for f in summary.get("failures", [])]
     if summary.get("warned"):
         lines.append(f"  ({summary['warned']} warning-only expectation(s) also failed: "
                      f"{', '.join(w['expectation'] for w in summary.get('warnings', []))})")

@@ -133,6 +133,45 @@ def test_failure_message_lists_each_failure_and_the_hint():
     msg = failure_message(s, "/q/2024-b.csv")
     assert "Data batch /data/b.csv failed 2 of 3 expectations of suite 'rainfall'" in msg
     assert "expect_column_values_to_not_be_null(x); 2 of 10 values unexpected (20%); examples [None, None]" in msg
-    assert 'could not be evaluated: Error: The column "gone"' in msg
+    assert 'could not be evaluated: Error: The column "gone"' in msg  # no column list known: GX's own words
     assert "warning-only" in msg and "expect_column_values_to_be_between(y)" in msg
     assert "Expected: every critical expectation to pass" in msg and "copied to /q/2024-b.csv" in msg
+
+
+def test_every_value_is_capped_in_messages_and_summaries():
+    from airflow_mlops.validation.summary import MAX_VALUE_CHARS, describe_failure
+
+    cell = "x" * (1 << 20)  # a 1 MiB cell
+    entry = {"expectation": "expect_column_values_to_match_regex(note)", "observed_value": cell,
+             "examples": [cell, cell]}
+    line = describe_failure(entry)
+    assert len(line) <= 1000 and "1,048,576 characters" in line
+    assert len(jsonable({"v": cell})["v"]) < MAX_VALUE_CHARS + 40
+
+
+def test_file_level_problems_are_named_first():
+    from airflow_mlops.validation.batches import file_problems
+
+    assert "JSON" in file_problems(b'{"day": 1, "rain": 0}\n', "b.csv")[0]
+    assert "semicolons" in file_problems(b"day;rain\n1;0\n", "b.csv")[0]
+    assert "repeats column name" in file_problems(b"day,rain,rain\n1,0,0\n", "b.csv")[0]
+    assert "cut short" in file_problems(b"day,rain,temp\n1,0,0.5\n2,1", "b.csv")[0]
+    assert file_problems(b"day,rain\n1,0\n", "b.csv") == []
+    s = summarize_result({"results": [NULLS]})
+    s.update(data_uri="/data/b.csv", suite="rainfall", digest="sha256:ab",
+             file_problems=["the columns are separated by semicolons, not commas"])
+    assert failure_message(s).startswith("The file itself is wrong: the columns are separated by semicolons")
+
+
+def test_gx_details_name_the_missing_classes_and_extra_columns():
+    from airflow_mlops.validation.summary import describe_failure
+
+    classes = {"expectation": "expect_column_distinct_values_to_contain_set(rain)", "observed_value": None,
+               "details": None}
+    classes["observed_value"] = {"value_counts": [{"value": 0, "count": 60}]}
+    assert "only the values [0]" in describe_failure(classes)
+    columns = {"expectation": "expect_table_columns_to_match_ordered_list", "type":
+               "expect_table_columns_to_match_ordered_list", "observed_value": ["day", "rain", "humidity"],
+               "kwargs": {"column_list": ["day", "rain", "temperature"]}}
+    said = describe_failure(columns)
+    assert "missing column(s) ['temperature']" in said and "unexpected column(s) ['humidity']" in said
