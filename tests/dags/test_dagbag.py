@@ -27,6 +27,25 @@ def test_dagbag_has_no_import_errors():
         assert dag.doc_md, f"{dag_id} has no documentation"
 
 
+def test_every_param_of_every_form_is_described_and_typed():
+    """The trigger forms: a title and a description for each field, dates as dates, choices as enums."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(DAGS))
+    for dag_id, dag in bag.dags.items():
+        for name in dag.params:
+            param = dag.params.get_param(name)
+            schema = param.schema
+            assert schema.get("title") and param.description, f"{dag_id}.{name} is not described"
+            kinds = schema.get("type")
+            kinds = kinds if isinstance(kinds, list) else [kinds]
+            if "window" in name or name.startswith("reference_"):
+                assert "number" in kinds or schema.get("format") == "date", f"{dag_id}.{name} is free text"
+    rollback = bag.dags["model_rollback"].params.get_param("to_version").schema
+    assert "integer" in rollback["type"]
+    assert None not in bag.dags["continual_learning"].params.get_param("action").schema.get("enum")
+
+
 _PROBE = """
 import importlib.util, json, sys
 spec = importlib.util.spec_from_file_location("probe_dag", sys.argv[1])
