@@ -350,6 +350,8 @@ def main() -> int:
             print(f"| {r['path']} | {r['rows']:,} | {'yes' if r['rc'] == 0 else 'no: ' + str(r.get('error'))} | "
                   f"{r['wall_s']:.1f} | {r['peak_rss_mib']:.0f} |")
     print("")
+    print("> Peak RSS of a Spark path is its Python driver's: the JVM runs apart (spark.driver.memory bounds it).")
+    print("> Each figure is one run on a shared machine; wall times vary with the load of the day, RSS does not.")
     for c in checks:
         line = f"> {c['rows']:,} rows: {c['a']} vs {c['b']}: {'same verdicts' if c['equal'] else 'DIFFERENT'}"
         if c["different"]:
