@@ -71,7 +71,9 @@ def clear_policy_state(asset_uri: str) -> None:
 
     with create_session() as session:
         for asset in session.query(AssetModel).filter_by(uri=asset_uri):
-            session.query(AssetStateStoreModel).filter_by(asset_id=asset.id, key="trigger_policy_state").delete()
+            session.query(AssetStateStoreModel).filter(AssetStateStoreModel.asset_id == asset.id,
+                                                       AssetStateStoreModel.key.like("trigger_policy_state%")).delete(
+                synchronize_session=False)
 
 
 def fmt(x, spec: str = ".3f") -> str:
@@ -141,7 +143,7 @@ def main() -> int:
         print(f"| {r['window']} | {fmt(r['drift_share'], '.2f')} | {r['prediction_drift']} | {fmt(r['auc'])} | "
               f"{fmt(r['drop'])} | {fmt(r['z'], '.1f')} | {r['verdict']} | {r['signals']} | {r['action']} "
               f"| {r['champion']} |")
-    print(f"\nPolicy state: the drift Asset's state store (key trigger_policy_state); outside Airflow {state_uri}")
+    print(f"\nPolicy state: the drift Asset's state store (key trigger_policy_state:<digest of the state file name>); outside Airflow {state_uri}")
     return 0
 
 

@@ -53,7 +53,7 @@ def _drift_events() -> list[dict]:
                 .order_by(AssetEvent.id)]
 
 
-def _policy_state_in_the_asset_store() -> dict | None:
+def _policy_state_in_the_asset_store(state_uri: str) -> dict | None:
     import json
 
     from airflow.models.asset import AssetModel
@@ -64,7 +64,10 @@ def _policy_state_in_the_asset_store() -> dict | None:
         asset = session.query(AssetModel).filter_by(uri=DRIFT_URI).one_or_none()
         if asset is None:
             return None
-        row = session.query(AssetStateStoreModel).filter_by(asset_id=asset.id, key="trigger_policy_state").one_or_none()
+        from airflow_mlops.operators.drift import TriggerPolicyOperator
+
+        key = TriggerPolicyOperator.state_key(state_uri)
+        row = session.query(AssetStateStoreModel).filter_by(asset_id=asset.id, key=key).one_or_none()
         return None if row is None else json.loads(row.value)
 
 
@@ -103,7 +106,7 @@ def test_shifted_window_fine_tunes_the_champion_and_a_quiet_one_does_not(airflow
     # state store (AIP-103), not in the file.
     assert decision["drop_test"]["verdict"] == "calibrating 1/1", decision
     assert decision["state_store"].startswith("asset:"), decision
-    stored = _policy_state_in_the_asset_store()
+    stored = _policy_state_in_the_asset_store(state_uri)
     assert stored is not None and stored["windows_seen"] == 1 and stored["calibration"]["metric"] == "auc", stored
     assert not Path(state_uri).exists()
     assert len(_drift_events()) == events_before
@@ -123,7 +126,7 @@ def test_shifted_window_fine_tunes_the_champion_and_a_quiet_one_does_not(airflow
     assert extra["action"] == "fine_tune" and "performance_drop" in extra["signals"], extra
     assert extra["drop_test"]["verdict"] == "dropped" and extra["drop_test"]["z"] >= 2, extra["drop_test"]
     assert extra["drift"]["current_rows"] == 92
-    stored = _policy_state_in_the_asset_store()
+    stored = _policy_state_in_the_asset_store(state_uri)
     assert stored["windows_seen"] == 2 and stored["training_windows"] == [2], stored
     assert [h["action"] for h in stored["history"]] == ["none", "fine_tune"]
 

@@ -6,18 +6,16 @@ import importlib.util
 import json
 import os
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from mlops_testkit.airflow_api import AirflowApi as TestkitApi
 from mlops_testkit.servers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts" / "e2e"
-TERMINAL = {"success", "failed"}
 
 
 def _load_stack_module():
@@ -32,104 +30,10 @@ stack = _load_stack_module()
 
 
 @dataclass
-class AirflowApi:
-    """The Airflow REST API (v2) as a logged-in admin, plus what the tests need to wait for."""
+class AirflowApi(TestkitApi):
+    """The shared REST client, plus the MLflow server the stack's extra links point at."""
 
-    url: str
-    password: str
-    mlflow_url: str
-    home: Path
-    token: str = ""
-
-    def login(self) -> str:
-        import requests
-
-        resp = requests.post(f"{self.url}/auth/token", json={"username": "admin", "password": self.password},
-                             timeout=30)
-        resp.raise_for_status()
-        self.token = resp.json()["access_token"]
-        return self.token
-
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        import requests
-
-        headers = {"Authorization": f"Bearer {self.token or self.login()}"}
-        resp = requests.request(method, f"{self.url}{path}", headers=headers, timeout=60, **kwargs)
-        if resp.status_code == 401:  # token expired during a long wait
-            headers["Authorization"] = f"Bearer {self.login()}"
-            resp = requests.request(method, f"{self.url}{path}", headers=headers, timeout=60, **kwargs)
-        resp.raise_for_status()
-        return resp.json() if resp.content else None
-
-    def wait_for_dag(self, dag_id: str, timeout: float = 300) -> dict:
-        """Until the dag processor has parsed the file and the API knows the DAG."""
-        import requests
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                return self.request("GET", f"/api/v2/dags/{dag_id}")
-            except requests.HTTPError:
-                time.sleep(3)
-        errors = self.request("GET", "/api/v2/importErrors")
-        raise AssertionError(f"{dag_id} not parsed after {timeout}s; import errors: {errors}")
-
-    def unpause(self, dag_id: str) -> None:
-        self.request("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False})
-
-    def pause(self, dag_id: str) -> None:
-        self.request("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": True})
-
-    def settle(self, dag_ids: tuple[str, ...], timeout: float = 900, quiet_s: float = 10) -> None:
-        """Wait until none of ``dag_ids`` has a queued or running run (and none starts for ``quiet_s``)."""
-        deadline = time.monotonic() + timeout
-        quiet_since = None
-        while time.monotonic() < deadline:
-            busy = [r["dag_run_id"] for d in dag_ids for r in self.runs(d) if r["state"] in ("queued", "running")]
-            if busy:
-                quiet_since = None
-            elif quiet_since is None:
-                quiet_since = time.monotonic()
-            elif time.monotonic() - quiet_since >= quiet_s:
-                return
-            time.sleep(3)
-        raise AssertionError(f"runs of {dag_ids} still active after {timeout}s")
-
-    def trigger(self, dag_id: str, conf: dict[str, Any]) -> str:
-        run = self.request("POST", f"/api/v2/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf})
-        return run["dag_run_id"]
-
-    def runs(self, dag_id: str) -> list[dict]:
-        return self.request("GET", f"/api/v2/dags/{dag_id}/dagRuns", params={"order_by": "-run_after"})["dag_runs"]
-
-    def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 900) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            run = self.request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
-            if run["state"] in TERMINAL:
-                return run
-            time.sleep(3)
-        raise AssertionError(f"{dag_id} {run_id} not finished after {timeout}s:\n{self.explain(dag_id, run_id)}")
-
-    def task_states(self, dag_id: str, run_id: str) -> dict[str, str]:
-        tis = self.request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
-        return {ti["task_id"]: ti["state"] for ti in tis}
-
-    def explain(self, dag_id: str, run_id: str) -> str:
-        """Task states and the log tails of the run's tasks, for an assertion message."""
-        states = self.task_states(dag_id, run_id)
-        lines = [json.dumps(states, indent=1)]
-        for task_id, state in states.items():
-            if state not in ("success", "skipped"):
-                for log in sorted((self.home / "logs").glob(f"dag_id={dag_id}/run_id={run_id}/task_id={task_id}/*")):
-                    lines.append(f"--- {log.name} of {task_id} ({state})\n{log.read_text(errors='replace')[-2500:]}")
-        return "\n".join(lines)
-
-    def run_and_wait(self, dag_id: str, conf: dict[str, Any], timeout: float = 900) -> tuple[str, dict]:
-        run_id = self.trigger(dag_id, conf)
-        run = self.wait_for_run(dag_id, run_id, timeout)
-        assert run["state"] == "success", self.explain(dag_id, run_id)
-        return run_id, run
+    mlflow_url: str = ""
 
 
 @pytest.fixture(scope="session")
@@ -153,7 +57,7 @@ def airflow_stack(tmp_path_factory, e2e_mlflow, rainfall_source):
     pids = [int(p["pid"]) for p in state["processes"]]
     try:
         api = AirflowApi(url=cfg.airflow_url, password=json.loads(cfg.password_file.read_text())["admin"],
-                         mlflow_url=e2e_mlflow.url, home=home)
+                         log_homes=[home], mlflow_url=e2e_mlflow.url)
         api.login()
         yield api
     finally:

@@ -57,6 +57,25 @@ class AirflowApi:
     def unpause(self, dag_id: str) -> None:
         self.request("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False})
 
+    def pause(self, dag_id: str) -> None:
+        self.request("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": True})
+
+    def settle(self, dag_ids: tuple[str, ...], timeout: float = 900, quiet_s: float = 10) -> None:
+        """Wait until none of ``dag_ids`` has a queued or running run (and none starts for ``quiet_s``): an
+        unpaused scheduled DAG's own run, and what its Asset events trigger, finish before a test looks."""
+        deadline = time.monotonic() + timeout
+        quiet_since = None
+        while time.monotonic() < deadline:
+            busy = [r["dag_run_id"] for d in dag_ids for r in self.runs(d) if r["state"] in ("queued", "running")]
+            if busy:
+                quiet_since = None
+            elif quiet_since is None:
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since >= quiet_s:
+                return
+            time.sleep(3)
+        raise AssertionError(f"runs of {dag_ids} still active after {timeout}s")
+
     def trigger(self, dag_id: str, conf: dict[str, Any]) -> str:
         run = self.request("POST", f"/api/v2/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf})
         return run["dag_run_id"]

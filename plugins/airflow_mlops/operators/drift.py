@@ -406,6 +406,16 @@ class TriggerPolicyOperator(HooksMixin, BaseOperator):
                 context["outlet_events"][outlet].extra = json.loads(json.dumps(result, default=str))
         return result
 
+    @classmethod
+    def state_key(cls, state_uri: str) -> str:
+        """
+        The policy state's key in the drift Asset's store: one state per state file name, so runs that name
+        their own file (a replay, a test, a second policy on the same Asset) keep theirs beside the schedule's.
+        """
+        import hashlib
+
+        return f"{cls.STATE_KEY}:{hashlib.sha256(state_uri.encode()).hexdigest()[:16]}"
+
     def _state_backend(self, context: Context) -> tuple[Any, Any, str]:
         """``(load, save, where)``: the drift Asset's state store in Airflow, else the JSON file at ``state_uri``."""
         from airflow_mlops.drift.policy import PolicyState, load_state, save_state
@@ -429,8 +439,10 @@ class TriggerPolicyOperator(HooksMixin, BaseOperator):
                                                       hint="add the drift Asset to outlets or use state_store='file'."))
             return load_file, save_file, f"file:{self.state_uri}"
 
+        key = self.state_key(str(self.state_uri))
+
         def load_asset() -> Any:
-            stored = accessor.get(self.STATE_KEY)
+            stored = accessor.get(key)
             if stored is None:
                 # First run against the store: carry over a state file written before (outside Airflow or by an
                 # older version of this operator).
@@ -438,7 +450,7 @@ class TriggerPolicyOperator(HooksMixin, BaseOperator):
             return PolicyState.from_dict(json.loads(stored) if isinstance(stored, str) else stored)
 
         def save_asset(state: Any) -> None:
-            accessor.set(self.STATE_KEY, state.to_dict())
+            accessor.set(key, state.to_dict())
 
         return load_asset, save_asset, f"asset:{getattr(self._drift_asset(), 'name', '')}"
 
