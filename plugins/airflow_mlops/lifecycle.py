@@ -89,7 +89,8 @@ class ModelLifecycle:
         (templates allowed: ``{"epochs": "{{ params.epochs }}"}``).
     :param hyperparameters: what lineage records as the version's hyperparameters (templates allowed).
     :param gate: gate fields over the spec's gate, e.g. thresholds from Params.
-    :param require_approval: template or bool: wait for a person between staging and production.
+    :param require_approval: ``True`` to wait for a person between staging and production in every run, or the
+        name of a boolean DAG Param that decides it per run (e.g. ``"require_approval"``); ``False``: never.
     :param init_checkpoint_uri: fine-tune from these weights (template), for continual learning.
     :param parent_version: version the model is fine-tuned from (template), recorded in lineage.
     :param group_id: the task group's id.
@@ -215,8 +216,10 @@ class ModelLifecycle:
         from airflow.providers.standard.operators.hitl import ApprovalOperator
 
         @task.branch(task_id="approval_path")
-        def approval_path(wanted: Any = require_approval) -> str:
-            flag = str(wanted).strip().lower() in ("true", "1", "yes") if not isinstance(wanted, bool) else wanted
+        def approval_path(params: dict | None = None) -> str:
+            # True: always ask; a string: the name of the DAG Param that says whether to ask in this run.
+            wanted = (params or {}).get(require_approval) if isinstance(require_approval, str) else require_approval
+            flag = wanted if isinstance(wanted, bool) else str(wanted).strip().lower() in ("true", "1", "yes")
             return "approve_production" if flag else "promote_production"
 
         approve = ApprovalOperator(
@@ -302,7 +305,7 @@ def training_dag(pipeline: Pipeline, *, dag_id: str | None = None, doc: str | No
                              "window": ["{{ params.window_start }}", "{{ params.window_end }}"]},
             gate={"thresholds": {spec.gate_metric: f"{{{{ params.{gate_name} }}}}"},
                   "min_improvement": "{{ params.min_improvement }}"},
-            require_approval="{{ params.require_approval }}",
+            require_approval="require_approval",
         )
         chain(start_run, window, lifecycle.first)
     return dag

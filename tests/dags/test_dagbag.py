@@ -46,6 +46,17 @@ def test_every_param_of_every_form_is_described_and_typed():
     assert None not in bag.dags["continual_learning"].params.get_param("action").schema.get("enum")
 
 
+def test_the_approval_branch_follows_the_require_approval_param():
+    from airflow.dag_processing.dagbag import DagBag
+
+    dag = DagBag(dag_folder=str(DAGS / "train_pipeline.py")).dags["train_pipeline"]
+    choose = dag.get_task("approval_path").python_callable
+    assert choose(params={"require_approval": True}) == "approve_production"
+    assert choose(params={"require_approval": False}) == "promote_production"
+    assert "approval_path" not in DagBag(dag_folder=str(DAGS / "continual_learning.py")).dags[
+        "continual_learning"].task_ids, "continual learning promotes without a person"
+
+
 _PROBE = """
 import importlib.util, json, sys
 spec = importlib.util.spec_from_file_location("probe_dag", sys.argv[1])

@@ -51,12 +51,14 @@ class _NameEndpoint(logging.Filter):
 
 
 def warn_mlflow_retries(endpoint: str | None) -> None:
-    """Make every retry of an MLflow call a warning that names ``endpoint`` (once per process and endpoint)."""
+    """Make every retry of an MLflow call a warning that names ``endpoint`` (the process's current endpoint)."""
     if not endpoint:
         return
     logger = logging.getLogger("urllib3.connectionpool")
     if any(isinstance(f, _NameEndpoint) and f.endpoint == endpoint for f in logger.filters):
         return
+    for old in [f for f in logger.filters if isinstance(f, _NameEndpoint)]:
+        logger.removeFilter(old)  # a client for another server now: its retries are that server's
     logger.addFilter(_NameEndpoint(endpoint))
     if logger.getEffectiveLevel() > logging.WARNING or logger.level == logging.NOTSET:
         logger.setLevel(logging.WARNING)
