@@ -277,7 +277,8 @@ class RegistryService:
                 f"({tags.DECISION}={(mv.tags or {}).get(tags.DECISION)!r})",
             )
         if not decision.promote:
-            self.record_rejection(name, version, aliases, dag_run, decision.reason)
+            if gate is not None:  # a version that failed its gate earlier was recorded then, not again here
+                self.record_rejection(name, version, aliases, dag_run, decision.reason)
             return PromotionOutcome(name, version, aliases, False, decision.reason, decision.checks, [])
         promoted, moves, reason = self.promote(name, version, aliases, dag_run, decision.reason, expected=expected)
         if not promoted:
