@@ -77,11 +77,13 @@ def test_digits_cnn_from_its_import_path(monkeypatch):
     monkeypatch.syspath_prepend(str(REPO))
     model = build_model({"factory": "include.models.digits_cnn:digits_cnn",
                          "kwargs": {"in_features": 64, "out_features": 10, "channels": 8,
-                                    "feature_mean": [4.0] * 64, "feature_std": [6.0] * 64}})
+                                    "feature_mean": [4.0] * 64, "feature_std": [6.0] * 64}},
+                        allowed=["include.models.digits_cnn:*"])
     torch.manual_seed(0)
     out = model(torch.rand(5, 64) * 16)
     assert out.shape == (5, 10) and torch.isfinite(out).all()
-    plain = build_model({"factory": "include.models.digits_cnn:digits_cnn", "kwargs": {}})
+    plain = build_model({"factory": "include.models.digits_cnn:digits_cnn", "kwargs": {}},
+                        allowed=["include.models.digits_cnn:digits_cnn"])
     assert plain(torch.zeros(5, 64)).shape == (5, 10)
 
 

@@ -59,6 +59,8 @@ class DriftDetectionOperator(HooksMixin, BaseOperator):
     :param profile_uri: where the reference profile is cached in ``profile`` mode (templated); it is built from
         the reference on first use and reused while the reference's digest matches.
     :param mlflow_run_id: run that receives ``drift/<task_id>/report.html`` and ``summary.json`` (templated).
+    :param allowed_factories: factories (``module:function`` or ``module:*``) a stored model may be rebuilt
+        with, beside the built-in models and env ``MLOPS_ALLOWED_FACTORIES``; the pipeline passes its spec\'s.
     :param pythonpath: folders put on ``sys.path`` while the champion is rebuilt (templated).
     :param mlflow_conn_id: connection of type ``mlflow``.
     :param aws_conn_id: connection for s3:// paths; ``None`` reads the AWS environment.
@@ -84,6 +86,7 @@ class DriftDetectionOperator(HooksMixin, BaseOperator):
         profile_uri: str | None = None,
         mlflow_run_id: str | None = None,
         pythonpath: list[str] | None = None,
+        allowed_factories: list[str] | None = None,
         mlflow_conn_id: str = MlflowHook.default_conn_name,
         aws_conn_id: str | None = None,
         engine: str = "pandas",
@@ -91,6 +94,7 @@ class DriftDetectionOperator(HooksMixin, BaseOperator):
     ) -> None:
         super().__init__(**kwargs)
         self.pythonpath = pythonpath
+        self.allowed_factories = allowed_factories
         self.engine = engine
         self.reference_uri = reference_uri
         self.current_uri = current_uri
@@ -235,6 +239,8 @@ class PerformanceMonitorOperator(HooksMixin, BaseOperator):
     :param performance_config: :class:`~airflow_mlops.drift.performance.PerformanceConfig` fields (templated).
     :param baseline: metrics to compare with (templated); default the champion version's ``eval.*`` tags.
     :param mlflow_run_id: run that receives ``monitor.*`` metrics (templated).
+    :param allowed_factories: factories (``module:function`` or ``module:*``) a stored model may be rebuilt
+        with, beside the built-in models and env ``MLOPS_ALLOWED_FACTORIES``; the pipeline passes its spec\'s.
     :param pythonpath: folders put on ``sys.path`` while the champion is rebuilt (templated).
     :param mlflow_conn_id: connection of type ``mlflow``.
     :param aws_conn_id: connection for s3:// paths; ``None`` reads the AWS environment.
@@ -256,12 +262,14 @@ class PerformanceMonitorOperator(HooksMixin, BaseOperator):
         baseline: dict[str, float] | None = None,
         mlflow_run_id: str | None = None,
         pythonpath: list[str] | None = None,
+        allowed_factories: list[str] | None = None,
         mlflow_conn_id: str = MlflowHook.default_conn_name,
         aws_conn_id: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.pythonpath = pythonpath
+        self.allowed_factories = allowed_factories
         self.labelled_uri = labelled_uri
         self.model_name = model_name
         self.feature_columns = feature_columns

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -61,7 +62,8 @@ def write_package(directory: str | os.PathLike, model: nn.Module, meta: Packaged
     return str(directory)
 
 
-def read_package(directory: str | os.PathLike) -> tuple[nn.Module, PackagedModel]:
+def read_package(directory: str | os.PathLike, allowed: Iterable[str] | None = None,
+                 ) -> tuple[nn.Module, PackagedModel]:
     """Rebuild the module from ``model.json`` and load ``model.pt`` with ``weights_only=True``."""
     import torch
 
@@ -77,7 +79,7 @@ def read_package(directory: str | os.PathLike) -> tuple[nn.Module, PackagedModel
         )
     with open(meta_path) as fh:
         meta = PackagedModel.from_dict(json.load(fh))
-    model = build_model(meta.model_spec)
+    model = build_model(meta.model_spec, allowed)
     model.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
     model.eval()
     return model, meta
@@ -120,8 +122,9 @@ def log_packaged_model(model: nn.Module, meta: PackagedModel, input_example: pd.
         )
 
 
-def load_registered(client: Any, name: str, version: str) -> tuple[nn.Module, PackagedModel]:
-    """A registered version's module, rebuilt from its weights artifact (never unpickled)."""
+def load_registered(client: Any, name: str, version: str, allowed: Iterable[str] | None = None,
+                    ) -> tuple[nn.Module, PackagedModel]:
+    """A registered version's module, rebuilt from its weights artifact (never unpickled; factory allowed only)."""
     import tempfile
 
     import mlflow
@@ -137,7 +140,7 @@ def load_registered(client: Any, name: str, version: str) -> tuple[nn.Module, Pa
                         f"'artifacts/{WEIGHTS_ARTIFACT}' in the model", received=str(exc)[:300],
                         hint="the version was not registered by this package; register it again.")
             ) from exc
-        return read_package(local)
+        return read_package(local, allowed)
 
 
 def dataset_input(uri: str, digest: str | None, name: str, schema: dict[str, str] | None = None) -> Any:
