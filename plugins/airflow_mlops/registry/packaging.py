@@ -102,13 +102,33 @@ def predict_frame(model: nn.Module, meta: PackagedModel, df: pd.DataFrame) -> pd
 def log_packaged_model(model: nn.Module, meta: PackagedModel, input_example: pd.DataFrame,
                        code_paths: list[str] | None = None, pip_requirements: list[str] | None = None) -> Any:
     """Log the model to the active MLflow run as a pyfunc from code; signature from the model's real output."""
-    import tempfile
-
-    import mlflow
     from mlflow.models import infer_signature
+
+    from airflow_mlops.factories import ALLOWED_FACTORIES_ENV, check_factory_allowed
 
     output = predict_frame(model, meta, input_example)
     signature = infer_signature(input_example, output)
+    factory = str(meta.model_spec.get("factory", ""))
+    check_factory_allowed(factory)
+    # MLflow infers the requirements by loading the model in a child process: it inherits this allow-list
+    # (the factory was allowed here, by the caller's configuration) for the time of the call only.
+    before = os.environ.get(ALLOWED_FACTORIES_ENV)
+    os.environ[ALLOWED_FACTORIES_ENV] = ",".join(p for p in (before, factory) if p)
+    try:
+        return _log_pyfunc(meta, model, input_example, signature, code_paths, pip_requirements)
+    finally:
+        if before is None:
+            os.environ.pop(ALLOWED_FACTORIES_ENV, None)
+        else:
+            os.environ[ALLOWED_FACTORIES_ENV] = before
+
+
+def _log_pyfunc(meta: PackagedModel, model: nn.Module, input_example: pd.DataFrame, signature: Any,
+                code_paths: list[str] | None, pip_requirements: list[str] | None) -> Any:
+    import tempfile
+
+    import mlflow
+
     with tempfile.TemporaryDirectory(prefix="mlops-package-") as tmp:
         folder = write_package(os.path.join(tmp, WEIGHTS_ARTIFACT), model, meta)
         return mlflow.pyfunc.log_model(
