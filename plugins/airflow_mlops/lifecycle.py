@@ -500,7 +500,7 @@ def drift_monitor_dag(pipeline: Pipeline, *, policy: dict[str, Any], dag_id: str
         trigger = TriggerPolicyOperator(
             task_id="trigger_policy", window_id=window_start + "/" + window_end, window_end=window_end,
             drift=drift.output, performance=performance.output, policy=policy, state_uri="{{ params.state_uri }}",
-            mlflow_run_id=start_run.output,
+            allowed_root=pipeline.data_root, mlflow_run_id=start_run.output,
             event_extra={"source_uri": "{{ params.source_uri }}", "window_start": window_start,
                          "window_end": window_end, "monitor_run": "{{ dag.dag_id }}/{{ run_id }}"},
             outlets=[model_assets["drift"]],

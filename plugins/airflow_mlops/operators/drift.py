@@ -327,6 +327,9 @@ class TriggerPolicyOperator(HooksMixin, BaseOperator):
     :param policy: :class:`~airflow_mlops.drift.policy.TriggerPolicy` fields (templated).
     :param state_uri: JSON file of the policy state, local or s3:// (templated); survives restarts. Used outside
         Airflow's asset state store, and read once to seed the store when it holds no state yet.
+    :param allowed_root: ``state_uri`` must lie under this root, checked before any read or write (templated).
+        Default: the data folder (env ``MLOPS_DATA_DIR``, else ``data/`` of the project or working directory);
+        ``"/"`` opts out explicitly.
     :param state_store: ``auto`` (default): in Airflow, the asset state store of the first outlet Asset (the drift
         Asset, AIP-103), key ``trigger_policy_state``; the file when the task has no such store. ``asset`` requires
         the store; ``file`` always uses ``state_uri``.
@@ -340,7 +343,7 @@ class TriggerPolicyOperator(HooksMixin, BaseOperator):
     STATE_KEY = "trigger_policy_state"
 
     template_fields: Sequence[str] = ("window_id", "window_end", "drift", "performance", "policy", "state_uri",
-                                      "event_extra", "mlflow_run_id", "aws_conn_id")
+                                      "allowed_root", "event_extra", "mlflow_run_id", "aws_conn_id")
     ui_color = "#fbe3c4"
 
     def __init__(
@@ -353,6 +356,7 @@ class TriggerPolicyOperator(HooksMixin, BaseOperator):
         performance: Any = None,
         policy: dict[str, Any] | None = None,
         state_store: str = "auto",
+        allowed_root: str | None = None,
         event_extra: dict[str, Any] | None = None,
         mlflow_run_id: str | None = None,
         mlflow_conn_id: str = MlflowHook.default_conn_name,
@@ -374,12 +378,16 @@ class TriggerPolicyOperator(HooksMixin, BaseOperator):
         self.performance = performance
         self.policy = policy
         self.state_uri = state_uri
+        self.allowed_root = allowed_root
         self.event_extra = event_extra
         self.aws_conn_id = aws_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_mlops.drift.policy import Observation, PerformanceSample, TriggerPolicy, decide
+        from airflow_mlops.validation.batches import check_under_root
 
+        # Before any read or write: a Param must not make the policy create folders and files elsewhere.
+        check_under_root(str(self.state_uri), self.allowed_root, what="Policy state_uri")
         policy = TriggerPolicy.from_dict(self.policy)
         drift = dict(self.drift or {})
         performance = dict(self.performance or {})
