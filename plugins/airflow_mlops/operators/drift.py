@@ -60,7 +60,7 @@ class DriftDetectionOperator(HooksMixin, BaseOperator):
         the reference on first use and reused while the reference's digest matches.
     :param mlflow_run_id: run that receives ``drift/<task_id>/report.html`` and ``summary.json`` (templated).
     :param allowed_factories: factories (``module:function`` or ``module:*``) a stored model may be rebuilt
-        with, beside the built-in models and env ``MLOPS_ALLOWED_FACTORIES``; the pipeline passes its spec\'s.
+        with, beside the built-in models and env ``MLOPS_ALLOWED_FACTORIES``; the pipeline passes its spec's.
     :param pythonpath: folders put on ``sys.path`` while the champion is rebuilt (templated).
     :param mlflow_conn_id: connection of type ``mlflow``.
     :param aws_conn_id: connection for s3:// paths; ``None`` reads the AWS environment.
@@ -240,7 +240,7 @@ class PerformanceMonitorOperator(HooksMixin, BaseOperator):
     :param baseline: metrics to compare with (templated); default the champion version's ``eval.*`` tags.
     :param mlflow_run_id: run that receives ``monitor.*`` metrics (templated).
     :param allowed_factories: factories (``module:function`` or ``module:*``) a stored model may be rebuilt
-        with, beside the built-in models and env ``MLOPS_ALLOWED_FACTORIES``; the pipeline passes its spec\'s.
+        with, beside the built-in models and env ``MLOPS_ALLOWED_FACTORIES``; the pipeline passes its spec's.
     :param pythonpath: folders put on ``sys.path`` while the champion is rebuilt (templated).
     :param mlflow_conn_id: connection of type ``mlflow``.
     :param aws_conn_id: connection for s3:// paths; ``None`` reads the AWS environment.

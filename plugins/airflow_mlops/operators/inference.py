@@ -22,7 +22,7 @@ class BatchInferenceOperator(HooksMixin, BaseOperator):
     :param feature_columns: model inputs, in order; ``None`` uses the registered version's own (checked when given).
     :param passthrough_columns: input columns copied to the output (keys, timestamps).
     :param allowed_factories: factories (``module:function`` or ``module:*``) a stored model may be rebuilt
-        with, beside the built-in models and env ``MLOPS_ALLOWED_FACTORIES``; the pipeline passes its spec\'s.
+        with, beside the built-in models and env ``MLOPS_ALLOWED_FACTORIES``; the pipeline passes its spec's.
     :param pythonpath: folders put on ``sys.path`` while the model is rebuilt (where a user factory lives).
     :param mlflow_conn_id: connection of type ``mlflow``.
     :param aws_conn_id: connection for s3:// paths; ``None`` reads the AWS environment.

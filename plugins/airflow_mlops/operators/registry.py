@@ -40,7 +40,7 @@ class EvaluateModelOperator(HooksMixin, BaseOperator):
     :param champion_alias: alias of the current champion.
     :param mlflow_run_id: run to log the metrics to (templated).
     :param allowed_factories: factories (``module:function`` or ``module:*``) a stored model may be rebuilt
-        with, beside the built-in models and env ``MLOPS_ALLOWED_FACTORIES``; the pipeline passes its spec\'s.
+        with, beside the built-in models and env ``MLOPS_ALLOWED_FACTORIES``; the pipeline passes its spec's.
     :param pythonpath: folders put on ``sys.path`` while models are rebuilt and metrics imported (templated).
     :param mlflow_conn_id: connection of type ``mlflow``.
     :param aws_conn_id: connection for s3:// paths (templated); ``None`` reads the AWS environment.
@@ -151,7 +151,7 @@ class RegisterModelOperator(HooksMixin, BaseOperator):
     :param parent_version: version this model was fine-tuned from (templated), if any.
     :param description: description of the registered model when it is created (templated).
     :param allowed_factories: factories (``module:function`` or ``module:*``) a stored model may be rebuilt
-        with, beside the built-in models and env ``MLOPS_ALLOWED_FACTORIES``; the pipeline passes its spec\'s.
+        with, beside the built-in models and env ``MLOPS_ALLOWED_FACTORIES``; the pipeline passes its spec's.
     :param pythonpath: folders put on ``sys.path`` while the model is rebuilt (templated); the file of a user
         factory is stored with the model, so ``mlflow.pyfunc.load_model`` finds it elsewhere.
     :param mlflow_conn_id: connection of type ``mlflow``.
