@@ -127,7 +127,8 @@ def worker(kind: str, args: list[str]) -> dict[str, Any]:
 
         path, suite_path = args
         engine = kind.split("-")[1]
-        outcome = ValidationService().validate(ValidationConfig(data_path=path, suite_path=suite_path, engine=engine))
+        outcome = ValidationService().validate(ValidationConfig(data_path=path, suite_path=suite_path, engine=engine,
+                                                                 allowed_root=str(Path(path).parent)))
         s = outcome.summary
         return {"rows": s["rows"], "verdicts": _verdicts(outcome.result.to_json_dict()),
                 "unexpected_counts": s["unexpected_counts"], "failed": s["failed"],

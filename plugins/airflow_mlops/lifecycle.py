@@ -164,7 +164,7 @@ class ModelLifecycle:
                 model_name=spec.name,
                 learning_task=spec.task.value,
                 metrics=spec.metrics,
-                pythonpath=spec.pythonpath,
+                pythonpath=spec.pythonpath, allowed_factories=[spec.factory],
                 mlflow_run_id=mlflow_run_id,
             )
             self.register = self.registration_operator(
@@ -180,7 +180,7 @@ class ModelLifecycle:
                 classes=spec.classes,
                 parent_version=parent_version,
                 description=pipeline.description or None,
-                pythonpath=spec.pythonpath,
+                pythonpath=spec.pythonpath, allowed_factories=[spec.factory],
                 hyperparameters={"model_kwargs": spec.model_kwargs(), **(hyperparameters or {})},
                 multiple_outputs=True,
                 retries=1,
@@ -490,10 +490,12 @@ def drift_monitor_dag(pipeline: Pipeline, *, policy: dict[str, Any], dag_id: str
             current_uri=current.output["train_uri"], feature_columns=spec.features,
             drift_config={"drift_share": "{{ params.drift_share }}", "mode": "{{ params.drift_mode }}"},
             model_uri=f"models:/{spec.name}@champion", pythonpath=spec.pythonpath, mlflow_run_id=start_run.output,
+            allowed_factories=[spec.factory],
         )
         performance = PerformanceMonitorOperator(
             task_id="monitor_performance", labelled_uri=current.output["train_uri"], model_name=spec.name,
             feature_columns=spec.features, target_column=spec.target, pythonpath=spec.pythonpath,
+            allowed_factories=[spec.factory],
             performance_config={"metric": metric, "max_drop": "{{ params.max_drop }}",
                                 "min_rows": d.get("monitor_min_rows", 30)},
             mlflow_run_id=start_run.output,
@@ -501,7 +503,7 @@ def drift_monitor_dag(pipeline: Pipeline, *, policy: dict[str, Any], dag_id: str
         trigger = TriggerPolicyOperator(
             task_id="trigger_policy", window_id=window_start + "/" + window_end, window_end=window_end,
             drift=drift.output, performance=performance.output, policy=policy, state_uri="{{ params.state_uri }}",
-            mlflow_run_id=start_run.output,
+            allowed_root=pipeline.data_root, mlflow_run_id=start_run.output,
             event_extra={"source_uri": "{{ params.source_uri }}", "window_start": window_start,
                          "window_end": window_end, "monitor_run": "{{ dag.dag_id }}/{{ run_id }}"},
             outlets=[model_assets["drift"]],
@@ -540,7 +542,7 @@ def batch_inference_dag(pipeline: Pipeline, *, dag_id: str | None = None, doc: s
         score = BatchInferenceOperator(
             task_id="score", model_name=spec.name, alias="{{ params.alias }}", input_uri=batch.output["train_uri"],
             output_uri=f"{pipeline.data_root}/predictions/{spec.name}/{RUN_PATH}/predictions.csv",
-            feature_columns=spec.features, pythonpath=spec.pythonpath,
+            feature_columns=spec.features, pythonpath=spec.pythonpath, allowed_factories=[spec.factory],
             passthrough_columns=list(passthrough) or [c for c in (spec.key_column, spec.time_column) if c],
             outlets=[model_assets["predictions"]],
         )

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow_mlops.exceptions import MlopsConfigurationError, explain
-from airflow_mlops.factories import DEFAULT_MODEL_FACTORY
+from airflow_mlops.factories import DEFAULT_MODEL_FACTORY, check_dangerous
 from airflow_mlops.tasks import DEFAULT_METRIC, Task, UserMetric, as_task, metric_mode
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -88,6 +88,7 @@ class ModelSpec:
         if ":" not in str(self.factory):
             raise MlopsConfigurationError(explain("factory is not an import path", expected="'module:function'",
                                                   received=self.factory))
+        check_dangerous(str(self.factory))
         for metric in self.metrics:
             UserMetric.parse(metric)
         if self.classes is not None and self.task is not Task.MULTICLASS:

@@ -37,13 +37,16 @@ def _xcom(dr, task_id: str):
         return None if row is None else XComModel.deserialize_value(row)
 
 
+DIGITS_FACTORY = "models.digits_cnn:digits_cnn"
+
+
 def _direct(client, name: str, version: str, rows: pd.DataFrame, task: str) -> np.ndarray:
     """The registered module called directly (torch forward + the task's transform), no package scoring code."""
     import torch
 
     from airflow_mlops.registry.packaging import load_registered
 
-    module, meta = load_registered(client, name, version)
+    module, meta = load_registered(client, name, version, allowed=[DIGITS_FACTORY])
     with torch.no_grad():
         raw = module(torch.tensor(rows[meta.features].to_numpy(dtype="float32")))
     if task == "multiclass":
@@ -114,7 +117,11 @@ def test_multiclass_pipeline_with_a_user_cnn_then_drift_fine_tunes_it(airflow_db
     direct = _direct(client, "digits", champion.version, rows, "multiclass")
     assert np.allclose(predictions[[f"probability_{k}" for k in range(10)]].to_numpy(), direct, atol=1e-5)
     assert predictions["prediction"].tolist() == direct.argmax(axis=1).tolist()
-    pyfunc = mlflow.pyfunc.load_model(f"models:/digits/{champion.version}").predict(rows[info.signature.inputs.input_names()])
+    from airflow_mlops.factories import allowing_factories
+
+    with allowing_factories([DIGITS_FACTORY]):  # a user factory loads only where it is allowed
+        loaded = mlflow.pyfunc.load_model(f"models:/digits/{champion.version}")
+    pyfunc = loaded.predict(rows[info.signature.inputs.input_names()])
     assert pyfunc["prediction"].tolist() == direct.argmax(axis=1).tolist()
 
     # A scanner change: from batch 15 the images arrive shifted one pixel to the right. The champion's macro-F1
@@ -174,7 +181,8 @@ def test_a_model_whose_output_contradicts_the_declared_task_fails_clearly(airflo
     result = TorchrunLauncher().run(config, pythonpath=[str(REPO / "include")])
     op = EvaluateModelOperator(task_id="evaluate", checkpoint_uri=result.checkpoint_uri, eval_uri=train_uri,
                                feature_columns=features, target_column="digit", model_name="contradiction",
-                               learning_task="binary", pythonpath=[str(REPO / "include")])
+                               learning_task="binary", pythonpath=[str(REPO / "include")],
+                               allowed_factories=[DIGITS_FACTORY])
     with pytest.raises(ModelOutputError) as err:
         op.execute({})
     message = str(err.value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -90,7 +91,8 @@ def test_shifted_window_fine_tunes_the_champion_and_a_quiet_one_does_not(airflow
     assert str(dr.state) == "success", _states(dr)
     champion = client.get_model_version_by_alias("rainfall", "champion")
     versions_before = len(client.search_model_versions("name = 'rainfall'"))
-    state_uri = str(tmp_path / "policy_state.json")
+    # Under the data folder: the policy operator refuses a state file outside its allowed root.
+    state_uri = str(Path(os.environ["MLOPS_DATA_DIR"]) / "drift" / f"policy_state_{tmp_path.name}.json")
     _clear_policy_state()
     monitor = _dag("drift_monitor")
     events_before = len(_drift_events())

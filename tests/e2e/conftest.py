@@ -98,7 +98,8 @@ def monitored_window(airflow_stack, mlflow_client, champion, tmp_path_factory) -
     api.settle(("drift_monitor", "continual_learning"))
     if monitored():
         return
-    state = tmp_path_factory.mktemp("monitor") / "state.json"
+    # Under the data folder: the policy operator refuses a state file outside its allowed root.
+    state = Path(os.environ["MLOPS_DATA_DIR"]) / "drift" / f"e2e_state_{tmp_path_factory.mktemp('monitor').name}.json"
     api.run_and_wait("drift_monitor", {"window_start": "1983-01-01", "window_end": "1983-03-31",
                                        "state_uri": str(state)})
 

@@ -46,7 +46,7 @@ def test_results_and_data_docs_logged(mlflow_run, rainfall_source, tmp_path):
     pd.read_parquet(rainfall_source).iloc[:90].to_parquet(path, index=False)
     ti = FakeTI()
     op = DataValidationOperator(task_id="validate", data_path=str(path), suite_path=SUITE,
-                                mlflow_conn_id="mlflow_default", mlflow_run_id=run_id)
+                                mlflow_conn_id="mlflow_default", mlflow_run_id=run_id, allowed_root=str(tmp_path))
     summary = op.execute({"ti": ti})
     assert summary["success"]
     assert _artifacts(client, run_id, "validation/validate") == {"result.json", "summary.json", "data_docs.html"}
@@ -68,7 +68,7 @@ def test_failed_batch_still_logs_then_raises(mlflow_run, rainfall_source, tmp_pa
     df.to_csv(path, index=False)
     op = DataValidationOperator(task_id="validate_bad", data_path=str(path), suite_path=SUITE,
                                 quarantine_root=str(tmp_path / "q"), mlflow_conn_id="mlflow_default",
-                                mlflow_run_id=run_id)
+                                mlflow_run_id=run_id, allowed_root=str(tmp_path))
     with pytest.raises(ExpectationsFailedError, match=r"expect_column_values_to_be_between\(dew_point\)"):
         op.execute({"ti": FakeTI()})
     assert "result.json" in _artifacts(client, run_id, "validation/validate_bad")

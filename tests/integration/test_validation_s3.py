@@ -57,14 +57,14 @@ def test_s3_batch_with_airflow_connection(validation_bucket, window_bytes, aws_c
     uri = validation_bucket.put("windows/w.parquet", window_bytes["good"])
     for var in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.delenv(var, raising=False)
-    op = DataValidationOperator(task_id="v", data_path=uri, suite_path=SUITE, aws_conn_id=aws_conn)
+    op = DataValidationOperator(task_id="v", data_path=uri, suite_path=SUITE, aws_conn_id=aws_conn, allowed_root=validation_bucket.uri("windows"))
     assert op.execute({"ti": FakeTI()})["success"]
 
 
 def test_failed_s3_batch_is_quarantined_on_s3(validation_bucket, window_bytes):  # noqa: F811
     uri = validation_bucket.put("windows/bad.csv", window_bytes["bad_csv"])
     op = DataValidationOperator(task_id="v", data_path=uri, suite_path=SUITE,
-                                quarantine_root=validation_bucket.uri("quarantine"))
+                                quarantine_root=validation_bucket.uri("quarantine"), allowed_root=validation_bucket.uri("windows"))
     with pytest.raises(ExpectationsFailedError, match=r"expect_column_values_to_not_be_null\(visibility\)") as err:
         op.execute({"ti": FakeTI()})
     assert validation_bucket.get("windows/bad.csv") == window_bytes["bad_csv"]
@@ -79,7 +79,7 @@ def test_failed_s3_batch_is_quarantined_on_s3(validation_bucket, window_bytes): 
 def test_truncated_s3_parquet(validation_bucket, window_bytes):  # noqa: F811
     uri = validation_bucket.put("windows/cut.parquet", window_bytes["good"][:500])
     op = DataValidationOperator(task_id="v", data_path=uri, suite_path=SUITE,
-                                quarantine_root=validation_bucket.uri("quarantine"))
+                                quarantine_root=validation_bucket.uri("quarantine"), allowed_root=validation_bucket.uri("windows"))
     with pytest.raises(BatchReadError, match="truncated"):
         op.execute({"ti": FakeTI()})
     assert any(k.endswith("cut.parquet/reason.json") for k in validation_bucket.keys("quarantine/"))
@@ -87,7 +87,7 @@ def test_truncated_s3_parquet(validation_bucket, window_bytes):  # noqa: F811
 
 def test_missing_s3_object_and_traversal(validation_bucket):  # noqa: F811
     op = DataValidationOperator(task_id="v", data_path=validation_bucket.uri("windows/none.parquet"),
-                                suite_path=SUITE)
+                                suite_path=SUITE, allowed_root=validation_bucket.uri("windows"))
     with pytest.raises(BatchNotFoundError, match="does not exist"):
         op.execute({"ti": FakeTI()})
     op = DataValidationOperator(task_id="v", data_path=validation_bucket.uri("windows/../secrets/x.csv"),
@@ -101,7 +101,7 @@ def test_s3_batch_streams_from_a_copy_on_disk_and_quarantines_it(validation_buck
     results = {}
     for engine in ("pandas", "streaming"):
         op = DataValidationOperator(task_id="v", data_path=uri, suite_path=SUITE, engine=engine,
-                                    quarantine_root=validation_bucket.uri(f"quarantine-{engine}"))
+                                    quarantine_root=validation_bucket.uri(f"quarantine-{engine}"), allowed_root=validation_bucket.uri("windows"))
         with pytest.raises(ExpectationsFailedError) as err:
             op.execute({"ti": FakeTI()})
         results[engine] = err.value.summary

@@ -113,3 +113,43 @@ def test_plugin_registers_app_and_navigation_entry(api_client, token):
     view = next(v for v in ours["external_views"] if v["url_route"] == "mlops-models")
     assert view["href"] == "/mlops/" and view["destination"] == "nav"
     assert set(ours["macros"]) >= {"airflow_mlops.plugin.champion_model_uri"} or ours["macros"]
+
+
+SECURITY_HEADERS = {
+    "content-security-policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+                               "frame-ancestors 'self'",
+    "x-frame-options": "SAMEORIGIN",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "same-origin",
+}
+
+
+def test_every_response_carries_security_headers(api_client, token, registered):
+    auth = {"Authorization": f"Bearer {token}"}
+    responses = [api_client.get(p) for p in PROTECTED]  # 401
+    responses += [api_client.get(p, follow_redirects=False) for p in PAGES]  # 303 to the login
+    responses += [api_client.get(p, headers=auth) for p in [*PROTECTED, *PAGES, "/mlops/api/models/nope"]]
+    assert {r.status_code for r in responses} == {200, 303, 401, 404}
+    for resp in responses:
+        assert {k: resp.headers.get(k) for k in SECURITY_HEADERS} == SECURITY_HEADERS, resp.request.url
+
+
+@pytest.mark.parametrize("bad", ["{not json", '{"alias": "champion", "to_version": 1}', "[]",
+                                 '{"alias": "champion", "from_version": "1", "to_version": "999", "time": 1.0, '
+                                 '"dag_run": "x", "reason": "forged", "action": "rollback"}'])
+def test_model_page_and_api_survive_bad_history_tags(api_client, token, registered, mlflow_srv, bad):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(mlflow_srv.url)
+    key = "mlops.alias_move.99999999999999999999"
+    client.set_registered_model_tag(MODEL, key, bad)
+    try:
+        auth = {"Authorization": f"Bearer {token}"}
+        api = api_client.get(f"/mlops/api/models/{MODEL}", headers=auth)
+        page = api_client.get(f"/mlops/models/{MODEL}", headers=auth)
+    finally:
+        client.delete_registered_model_tag(MODEL, key)
+    assert api.status_code == 200 and page.status_code == 200
+    moves = api.json()["alias_history"]
+    assert [m["to_version"] for m in moves if m["alias"] == "champion"] == [registered["v1"], registered["v2"]]
+    assert "forged" not in page.text and "not json" not in page.text

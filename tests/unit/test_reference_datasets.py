@@ -77,17 +77,20 @@ def test_digits_cnn_from_its_import_path(monkeypatch):
     monkeypatch.syspath_prepend(str(REPO))
     model = build_model({"factory": "include.models.digits_cnn:digits_cnn",
                          "kwargs": {"in_features": 64, "out_features": 10, "channels": 8,
-                                    "feature_mean": [4.0] * 64, "feature_std": [6.0] * 64}})
+                                    "feature_mean": [4.0] * 64, "feature_std": [6.0] * 64}},
+                        allowed=["include.models.digits_cnn:*"])
     torch.manual_seed(0)
     out = model(torch.rand(5, 64) * 16)
     assert out.shape == (5, 10) and torch.isfinite(out).all()
-    plain = build_model({"factory": "include.models.digits_cnn:digits_cnn", "kwargs": {}})
+    plain = build_model({"factory": "include.models.digits_cnn:digits_cnn", "kwargs": {}},
+                        allowed=["include.models.digits_cnn:digits_cnn"])
     assert plain(torch.zeros(5, 64)).shape == (5, 10)
 
 
 @pytest.mark.parametrize("name", ["digits", "diabetes"])
 def test_suite_passes_on_the_whole_table(tables, name):
-    summary = ValidationService().validate(ValidationConfig(str(tables[name]), str(SUITES / f"{name}.json"))).summary
+    summary = ValidationService().validate(ValidationConfig(str(tables[name]), str(SUITES / f"{name}.json"),
+                                                            allowed_root=str(tables[name].parent))).summary
     assert summary["success"] is True and summary["failed"] == 0 and summary["warned"] == 0
     assert summary["suite"] == name and summary["rows"] == len(pd.read_parquet(tables[name]))
     assert summary["evaluated"] >= (200 if name == "digits" else 40)
@@ -98,7 +101,8 @@ def test_suite_passes_on_the_whole_table(tables, name):
 def test_suite_passes_on_a_numeric_window(tables, tmp_path, name, first, last, batches):
     window = cut_window(WindowSpec(str(tables[name]), "batch", first, last, key_column="row_id"), str(tmp_path))
     assert sorted(read_table(window.train_uri)["batch"].unique()) == batches
-    summary = ValidationService().validate(ValidationConfig(window.train_uri, str(SUITES / f"{name}.json"))).summary
+    summary = ValidationService().validate(ValidationConfig(window.train_uri, str(SUITES / f"{name}.json"),
+                                                            allowed_root=str(tmp_path))).summary
     assert summary["success"] is True and summary["rows"] == window.train_rows
 
 
@@ -111,6 +115,7 @@ def test_suite_rejects_a_broken_batch(tables, tmp_path, name, column, bad):
     df.loc[5, column] = bad
     path = tmp_path / f"{name}.parquet"
     df.to_parquet(path, index=False)
-    summary = ValidationService().validate(ValidationConfig(str(path), str(SUITES / f"{name}.json"))).summary
+    summary = ValidationService().validate(ValidationConfig(str(path), str(SUITES / f"{name}.json"),
+                                                            allowed_root=str(tmp_path))).summary
     assert summary["success"] is False
     assert {f["column"] for f in summary["failures"]} == {column}

@@ -501,6 +501,8 @@ def read_manifest(checkpoint_uri: str, storage: Storage | None = None) -> dict[s
 def verify_files(checkpoint_uri: str, manifest: dict[str, Any], storage: Storage | None = None) -> None:
     """Check size and digest of every file the manifest lists; :class:`CheckpointCorruptError` otherwise."""
     storage = storage or get_storage(checkpoint_uri)
+    for rel in manifest["files"]:
+        mf.check_name(rel, checkpoint_uri)
     for rel, expected in manifest["files"].items():
         path = join(checkpoint_uri, *rel.split("/"))
         try:
@@ -521,6 +523,8 @@ def local_copy(checkpoint_uri: str, storage: Storage | None = None, verify: bool
     """A local folder holding the checkpoint's files (the folder itself on disk, a verified download from S3)."""
     storage = storage or get_storage(checkpoint_uri)
     manifest = read_manifest(checkpoint_uri, storage)
+    for rel in manifest["files"]:  # all names checked before anything is downloaded
+        mf.check_name(rel, checkpoint_uri)
     if isinstance(storage, LocalStorage):
         path = local_path(checkpoint_uri)
         if verify:
@@ -531,6 +535,10 @@ def local_copy(checkpoint_uri: str, storage: Storage | None = None, verify: bool
     try:
         for rel, expected in manifest["files"].items():
             dst = os.path.join(tmp, *rel.split("/"))
+            real_tmp = os.path.realpath(tmp)
+            if os.path.commonpath([real_tmp, os.path.realpath(os.path.dirname(dst))]) != real_tmp:
+                raise CheckpointCorruptError(explain(f"Checkpoint file {rel} would land outside its folder",
+                                                     expected=f"under {tmp}", received=dst))
             try:
                 storage.download_file(join(checkpoint_uri, *rel.split("/")), dst)
             except StorageError as exc:

@@ -109,7 +109,24 @@ def loads(data: bytes, uri: str) -> dict[str, Any]:
                     received={k: manifest.get(k) for k in ("format", "step")} if isinstance(manifest, dict)
                     else type(manifest))
         )
+    for name in manifest["files"]:
+        check_name(name, uri)
     return manifest
+
+
+def check_name(name: Any, uri: str) -> str:
+    """Refuse a manifest file name that is not a plain relative name under the checkpoint folder."""
+    parts = name.split("/") if isinstance(name, str) else []
+    if (not parts or name.startswith("/") or "\\" in name or ":" in parts[0] or "\x00" in name
+            or any(p in ("", ".", "..") for p in parts)):
+        raise CheckpointCorruptError(
+            explain(f"Manifest of {uri} lists a file name outside its checkpoint folder; nothing was read",
+                    expected="a plain relative name such as 'model.pt' or 'dcp/__0_0.distcp' (no absolute path, "
+                    "'..', '.', backslash or empty segment)", received=str(name)[:200],
+                    hint="the manifest was not written by this package; delete the checkpoint and check who "
+                    "can write to the checkpoint store.")
+        )
+    return name
 
 
 def check_file(name: str, expected: dict[str, Any], actual: dict[str, Any], uri: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from airflow_mlops.checkpoints.manager import local_copy, read_manifest
@@ -66,9 +67,13 @@ def load_file(directory: str, name: str) -> Any:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def load_model(checkpoint_uri: str, storage: Storage | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
+def load_model(checkpoint_uri: str, storage: Storage | None = None, allowed: Iterable[str] | None = None,
+               ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """
     Rebuild the model of a committed checkpoint from its model spec and load its weights (checksums verified).
+
+    The manifest's factory is only built when allowed (``allowed``: the caller's configured factories; see
+    :func:`airflow_mlops.factories.resolve_factory`): a checkpoint never chooses the code that runs.
 
     Returns the module in eval mode and the checkpoint's manifest (step, epoch, metrics, model_spec, config).
     """
@@ -80,7 +85,10 @@ def load_model(checkpoint_uri: str, storage: Storage | None = None) -> tuple[tor
     if not spec:
         raise CheckpointError(explain("Checkpoint has no model spec", expected="model_spec in the manifest",
                                       received=sorted(manifest)))
-    model = build_model(spec)
+    if not isinstance(spec, dict) or not isinstance(spec.get("factory"), str):
+        raise CheckpointError(explain("Checkpoint model spec is malformed", expected="{'factory': str, 'kwargs': {...}}",
+                                      received=str(spec)[:200]))
+    model = build_model(spec, allowed)
     with local_copy(checkpoint_uri, storage) as directory:
         if manifest.get("layout") == LAYOUT_SHARDED:
             load_model_weights(model, os.path.join(directory, DCP_DIRNAME))

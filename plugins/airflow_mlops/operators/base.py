@@ -42,6 +42,9 @@ class HooksMixin:
     mlflow_conn_id: str | None = None
     aws_conn_id: str | None = None
     pythonpath: Any = None
+    #: Factories (``module:function`` or ``module:*``) this operator may rebuild from a checkpoint or a
+    #: registered version, beside the built-in models and env ``MLOPS_ALLOWED_FACTORIES``.
+    allowed_factories: Any = None
     #: Level of third-party loggers in this task (None: env ``MLOPS_LIBRARY_LOG_LEVEL``, else WARNING).
     library_log_level: str | None = None
 
@@ -63,12 +66,21 @@ class HooksMixin:
 
     @contextmanager
     def import_path(self) -> Iterator[list[str]]:
-        """``pythonpath`` folders first on ``sys.path`` while a user's factory or metric is imported."""
+        """
+        ``pythonpath`` folders first on ``sys.path`` while a user's factory or metric is imported, and the
+        operator's ``allowed_factories`` allowed meanwhile (a stored model never chooses its own code).
+        """
+        from airflow_mlops.factories import allowing_factories
+
         folders = [str(p) for p in (self.pythonpath or []) if str(p)]
         added = [p for p in folders if p not in sys.path]
         sys.path[:0] = added
+        allowed = self.allowed_factories
+        if isinstance(allowed, str):
+            allowed = [p for p in allowed.split(",") if p.strip()]
         try:
-            yield folders
+            with allowing_factories(allowed):
+                yield folders
         finally:
             for p in added:
                 if p in sys.path:

@@ -59,6 +59,8 @@ class DriftDetectionOperator(HooksMixin, BaseOperator):
     :param profile_uri: where the reference profile is cached in ``profile`` mode (templated); it is built from
         the reference on first use and reused while the reference's digest matches.
     :param mlflow_run_id: run that receives ``drift/<task_id>/report.html`` and ``summary.json`` (templated).
+    :param allowed_factories: factories (``module:function`` or ``module:*``) a stored model may be rebuilt
+        with, beside the built-in models and env ``MLOPS_ALLOWED_FACTORIES``; the pipeline passes its spec's.
     :param pythonpath: folders put on ``sys.path`` while the champion is rebuilt (templated).
     :param mlflow_conn_id: connection of type ``mlflow``.
     :param aws_conn_id: connection for s3:// paths; ``None`` reads the AWS environment.
@@ -84,6 +86,7 @@ class DriftDetectionOperator(HooksMixin, BaseOperator):
         profile_uri: str | None = None,
         mlflow_run_id: str | None = None,
         pythonpath: list[str] | None = None,
+        allowed_factories: list[str] | None = None,
         mlflow_conn_id: str = MlflowHook.default_conn_name,
         aws_conn_id: str | None = None,
         engine: str = "pandas",
@@ -91,6 +94,7 @@ class DriftDetectionOperator(HooksMixin, BaseOperator):
     ) -> None:
         super().__init__(**kwargs)
         self.pythonpath = pythonpath
+        self.allowed_factories = allowed_factories
         self.engine = engine
         self.reference_uri = reference_uri
         self.current_uri = current_uri
@@ -235,6 +239,8 @@ class PerformanceMonitorOperator(HooksMixin, BaseOperator):
     :param performance_config: :class:`~airflow_mlops.drift.performance.PerformanceConfig` fields (templated).
     :param baseline: metrics to compare with (templated); default the champion version's ``eval.*`` tags.
     :param mlflow_run_id: run that receives ``monitor.*`` metrics (templated).
+    :param allowed_factories: factories (``module:function`` or ``module:*``) a stored model may be rebuilt
+        with, beside the built-in models and env ``MLOPS_ALLOWED_FACTORIES``; the pipeline passes its spec's.
     :param pythonpath: folders put on ``sys.path`` while the champion is rebuilt (templated).
     :param mlflow_conn_id: connection of type ``mlflow``.
     :param aws_conn_id: connection for s3:// paths; ``None`` reads the AWS environment.
@@ -256,12 +262,14 @@ class PerformanceMonitorOperator(HooksMixin, BaseOperator):
         baseline: dict[str, float] | None = None,
         mlflow_run_id: str | None = None,
         pythonpath: list[str] | None = None,
+        allowed_factories: list[str] | None = None,
         mlflow_conn_id: str = MlflowHook.default_conn_name,
         aws_conn_id: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.pythonpath = pythonpath
+        self.allowed_factories = allowed_factories
         self.labelled_uri = labelled_uri
         self.model_name = model_name
         self.feature_columns = feature_columns
@@ -319,6 +327,9 @@ class TriggerPolicyOperator(HooksMixin, BaseOperator):
     :param policy: :class:`~airflow_mlops.drift.policy.TriggerPolicy` fields (templated).
     :param state_uri: JSON file of the policy state, local or s3:// (templated); survives restarts. Used outside
         Airflow's asset state store, and read once to seed the store when it holds no state yet.
+    :param allowed_root: ``state_uri`` must lie under this root, checked before any read or write (templated).
+        Default: the data folder (env ``MLOPS_DATA_DIR``, else ``data/`` of the project or working directory);
+        ``"/"`` opts out explicitly.
     :param state_store: ``auto`` (default): in Airflow, the asset state store of the first outlet Asset (the drift
         Asset, AIP-103), key ``trigger_policy_state``; the file when the task has no such store. ``asset`` requires
         the store; ``file`` always uses ``state_uri``.
@@ -332,7 +343,7 @@ class TriggerPolicyOperator(HooksMixin, BaseOperator):
     STATE_KEY = "trigger_policy_state"
 
     template_fields: Sequence[str] = ("window_id", "window_end", "drift", "performance", "policy", "state_uri",
-                                      "event_extra", "mlflow_run_id", "aws_conn_id")
+                                      "allowed_root", "event_extra", "mlflow_run_id", "aws_conn_id")
     ui_color = "#fbe3c4"
 
     def __init__(
@@ -345,6 +356,7 @@ class TriggerPolicyOperator(HooksMixin, BaseOperator):
         performance: Any = None,
         policy: dict[str, Any] | None = None,
         state_store: str = "auto",
+        allowed_root: str | None = None,
         event_extra: dict[str, Any] | None = None,
         mlflow_run_id: str | None = None,
         mlflow_conn_id: str = MlflowHook.default_conn_name,
@@ -366,12 +378,16 @@ class TriggerPolicyOperator(HooksMixin, BaseOperator):
         self.performance = performance
         self.policy = policy
         self.state_uri = state_uri
+        self.allowed_root = allowed_root
         self.event_extra = event_extra
         self.aws_conn_id = aws_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_mlops.drift.policy import Observation, PerformanceSample, TriggerPolicy, decide
+        from airflow_mlops.validation.batches import check_under_root
 
+        # Before any read or write: a Param must not make the policy create folders and files elsewhere.
+        check_under_root(str(self.state_uri), self.allowed_root, what="Policy state_uri")
         policy = TriggerPolicy.from_dict(self.policy)
         drift = dict(self.drift or {})
         performance = dict(self.performance or {})

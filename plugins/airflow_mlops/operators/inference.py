@@ -21,6 +21,8 @@ class BatchInferenceOperator(HooksMixin, BaseOperator):
     :param output_uri: where the predictions go, CSV or Parquet (templated).
     :param feature_columns: model inputs, in order; ``None`` uses the registered version's own (checked when given).
     :param passthrough_columns: input columns copied to the output (keys, timestamps).
+    :param allowed_factories: factories (``module:function`` or ``module:*``) a stored model may be rebuilt
+        with, beside the built-in models and env ``MLOPS_ALLOWED_FACTORIES``; the pipeline passes its spec's.
     :param pythonpath: folders put on ``sys.path`` while the model is rebuilt (where a user factory lives).
     :param mlflow_conn_id: connection of type ``mlflow``.
     :param aws_conn_id: connection for s3:// paths; ``None`` reads the AWS environment.
@@ -38,6 +40,7 @@ class BatchInferenceOperator(HooksMixin, BaseOperator):
         alias: str = "production",
         passthrough_columns: list[str] | None = None,
         pythonpath: list[str] | None = None,
+        allowed_factories: list[str] | None = None,
         mlflow_conn_id: str = MlflowHook.default_conn_name,
         aws_conn_id: str | None = None,
         **kwargs: Any,
@@ -50,6 +53,7 @@ class BatchInferenceOperator(HooksMixin, BaseOperator):
         self.feature_columns = feature_columns
         self.passthrough_columns = passthrough_columns
         self.pythonpath = pythonpath
+        self.allowed_factories = allowed_factories
         self.mlflow_conn_id = mlflow_conn_id
         self.aws_conn_id = aws_conn_id
 

@@ -39,6 +39,8 @@ class EvaluateModelOperator(HooksMixin, BaseOperator):
         called as ``function(y_true, scores)``.
     :param champion_alias: alias of the current champion.
     :param mlflow_run_id: run to log the metrics to (templated).
+    :param allowed_factories: factories (``module:function`` or ``module:*``) a stored model may be rebuilt
+        with, beside the built-in models and env ``MLOPS_ALLOWED_FACTORIES``; the pipeline passes its spec's.
     :param pythonpath: folders put on ``sys.path`` while models are rebuilt and metrics imported (templated).
     :param mlflow_conn_id: connection of type ``mlflow``.
     :param aws_conn_id: connection for s3:// paths (templated); ``None`` reads the AWS environment.
@@ -60,6 +62,7 @@ class EvaluateModelOperator(HooksMixin, BaseOperator):
         champion_alias: str = "champion",
         mlflow_run_id: Any = None,
         pythonpath: Any = None,
+        allowed_factories: list[str] | None = None,
         mlflow_conn_id: str = MlflowHook.default_conn_name,
         aws_conn_id: str | None = None,
         **kwargs: Any,
@@ -75,6 +78,7 @@ class EvaluateModelOperator(HooksMixin, BaseOperator):
         self.champion_alias = champion_alias
         self.mlflow_run_id = mlflow_run_id
         self.pythonpath = pythonpath
+        self.allowed_factories = allowed_factories
         self.mlflow_conn_id = mlflow_conn_id
         self.aws_conn_id = aws_conn_id
 
@@ -146,6 +150,8 @@ class RegisterModelOperator(HooksMixin, BaseOperator):
     :param data_uri: training data location (templated); default the validation summary's ``data_uri``.
     :param parent_version: version this model was fine-tuned from (templated), if any.
     :param description: description of the registered model when it is created (templated).
+    :param allowed_factories: factories (``module:function`` or ``module:*``) a stored model may be rebuilt
+        with, beside the built-in models and env ``MLOPS_ALLOWED_FACTORIES``; the pipeline passes its spec's.
     :param pythonpath: folders put on ``sys.path`` while the model is rebuilt (templated); the file of a user
         factory is stored with the model, so ``mlflow.pyfunc.load_model`` finds it elsewhere.
     :param mlflow_conn_id: connection of type ``mlflow``.
@@ -176,6 +182,7 @@ class RegisterModelOperator(HooksMixin, BaseOperator):
         parent_version: Any = None,
         description: str | None = None,
         pythonpath: Any = None,
+        allowed_factories: list[str] | None = None,
         mlflow_conn_id: str = MlflowHook.default_conn_name,
         aws_conn_id: str | None = None,
         **kwargs: Any,
@@ -195,6 +202,7 @@ class RegisterModelOperator(HooksMixin, BaseOperator):
         self.parent_version = parent_version
         self.description = description
         self.pythonpath = pythonpath
+        self.allowed_factories = allowed_factories
         self.mlflow_conn_id = mlflow_conn_id
         self.aws_conn_id = aws_conn_id
 

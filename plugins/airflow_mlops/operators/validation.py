@@ -25,7 +25,9 @@ class DataValidationOperator(HooksMixin, BaseOperator):
     :param suite_path: the GX suite JSON (templated), e.g. ``include/expectations/rainfall.json``.
     :param quarantine_root: where a rejected batch is copied with its ``reason.json`` (templated); ``None``
         keeps no copy.
-    :param allowed_root: the batch must resolve under this root (templated); ``../`` escapes are refused.
+    :param allowed_root: the batch must resolve under this root (templated); ``../`` escapes and symlinks out
+        are refused. Default: the data folder (env ``MLOPS_DATA_DIR``, else ``data/`` of the project or working
+        directory); ``"/"`` opts out explicitly.
     :param severity_overrides: ``{expectation key or type: "warning" | "critical"}``; a key is the
         expectation's ``meta.name`` or ``type(column)``.
     :param warn_only: expectation keys or types that are reported but never fail the task.

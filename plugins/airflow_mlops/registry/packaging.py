@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -61,7 +62,8 @@ def write_package(directory: str | os.PathLike, model: nn.Module, meta: Packaged
     return str(directory)
 
 
-def read_package(directory: str | os.PathLike) -> tuple[nn.Module, PackagedModel]:
+def read_package(directory: str | os.PathLike, allowed: Iterable[str] | None = None,
+                 ) -> tuple[nn.Module, PackagedModel]:
     """Rebuild the module from ``model.json`` and load ``model.pt`` with ``weights_only=True``."""
     import torch
 
@@ -77,7 +79,7 @@ def read_package(directory: str | os.PathLike) -> tuple[nn.Module, PackagedModel
         )
     with open(meta_path) as fh:
         meta = PackagedModel.from_dict(json.load(fh))
-    model = build_model(meta.model_spec)
+    model = build_model(meta.model_spec, allowed)
     model.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
     model.eval()
     return model, meta
@@ -100,13 +102,33 @@ def predict_frame(model: nn.Module, meta: PackagedModel, df: pd.DataFrame) -> pd
 def log_packaged_model(model: nn.Module, meta: PackagedModel, input_example: pd.DataFrame,
                        code_paths: list[str] | None = None, pip_requirements: list[str] | None = None) -> Any:
     """Log the model to the active MLflow run as a pyfunc from code; signature from the model's real output."""
-    import tempfile
-
-    import mlflow
     from mlflow.models import infer_signature
+
+    from airflow_mlops.factories import ALLOWED_FACTORIES_ENV, check_factory_allowed
 
     output = predict_frame(model, meta, input_example)
     signature = infer_signature(input_example, output)
+    factory = str(meta.model_spec.get("factory", ""))
+    check_factory_allowed(factory)
+    # MLflow infers the requirements by loading the model in a child process: it inherits this allow-list
+    # (the factory was allowed here, by the caller's configuration) for the time of the call only.
+    before = os.environ.get(ALLOWED_FACTORIES_ENV)
+    os.environ[ALLOWED_FACTORIES_ENV] = ",".join(p for p in (before, factory) if p)
+    try:
+        return _log_pyfunc(meta, model, input_example, signature, code_paths, pip_requirements)
+    finally:
+        if before is None:
+            os.environ.pop(ALLOWED_FACTORIES_ENV, None)
+        else:
+            os.environ[ALLOWED_FACTORIES_ENV] = before
+
+
+def _log_pyfunc(meta: PackagedModel, model: nn.Module, input_example: pd.DataFrame, signature: Any,
+                code_paths: list[str] | None, pip_requirements: list[str] | None) -> Any:
+    import tempfile
+
+    import mlflow
+
     with tempfile.TemporaryDirectory(prefix="mlops-package-") as tmp:
         folder = write_package(os.path.join(tmp, WEIGHTS_ARTIFACT), model, meta)
         return mlflow.pyfunc.log_model(
@@ -120,8 +142,9 @@ def log_packaged_model(model: nn.Module, meta: PackagedModel, input_example: pd.
         )
 
 
-def load_registered(client: Any, name: str, version: str) -> tuple[nn.Module, PackagedModel]:
-    """A registered version's module, rebuilt from its weights artifact (never unpickled)."""
+def load_registered(client: Any, name: str, version: str, allowed: Iterable[str] | None = None,
+                    ) -> tuple[nn.Module, PackagedModel]:
+    """A registered version's module, rebuilt from its weights artifact (never unpickled; factory allowed only)."""
     import tempfile
 
     import mlflow
@@ -137,7 +160,7 @@ def load_registered(client: Any, name: str, version: str) -> tuple[nn.Module, Pa
                         f"'artifacts/{WEIGHTS_ARTIFACT}' in the model", received=str(exc)[:300],
                         hint="the version was not registered by this package; register it again.")
             ) from exc
-        return read_package(local)
+        return read_package(local, allowed)
 
 
 def dataset_input(uri: str, digest: str | None, name: str, schema: dict[str, str] | None = None) -> Any:

@@ -301,7 +301,8 @@ class RegistryService:
         if current is None:
             return None
         for move in reversed(self.alias_history(name, alias)):
-            if move["action"] in ("promote", "rollback") and move["to_version"] == str(current.version):
+            if (move["action"] in ("promote", "rollback") and move["to_version"] == str(current.version)
+                    and move["from_version"] != str(current.version)):
                 return move["from_version"]
         return None
 
@@ -326,15 +327,42 @@ class RegistryService:
         self.client.set_registered_model_tag(name, key, json.dumps(move.to_dict(), sort_keys=True))
 
     def alias_history(self, name: str, alias: str | None = None) -> list[dict[str, Any]]:
-        """Every recorded alias move of ``name`` (oldest first), optionally for one alias."""
+        """
+        The recorded alias moves of ``name`` (oldest first), optionally for one alias, cross-checked against
+        the registry: malformed entries, moves to or from versions that do not exist and moves that do not chain
+        up to the alias's actual version are left out with a warning, never acted on.
+        """
         model = self.client.get_registered_model(name)
-        moves = []
-        for key, value in sorted(model.tags.items()):
-            if key.startswith(tags.ALIAS_MOVE_PREFIX):
-                entry = json.loads(value)
-                if alias is None or entry["alias"] == alias:
-                    moves.append(entry)
-        return moves
+        entries: list[dict[str, Any]] = []
+        for key, value in sorted((model.tags or {}).items()):
+            if not key.startswith(tags.ALIAS_MOVE_PREFIX):
+                continue
+            entry = tags.parse_alias_move(value)
+            if entry is None:
+                log.warning("Ignoring malformed alias history tag %s of %s: %.200r", key, name, value)
+            elif alias is None or entry["alias"] == alias:
+                entries.append(entry)
+        if not entries:
+            return []
+        existing = {str(v.version) for v in self.client.search_model_versions(f"name = '{name}'")}
+        known = []
+        for entry in entries:
+            if entry["to_version"] in existing and entry["from_version"] in (None, *existing):
+                known.append(entry)
+            else:
+                log.warning("Ignoring alias history entry of %s naming a version the registry does not hold: %s",
+                            name, entry)
+        kept_all: list[dict[str, Any]] = []
+        for one in sorted({e["alias"] for e in known}):
+            current = self.version_for_alias(name, one)
+            kept, dropped = tags.consistent_moves([e for e in known if e["alias"] == one],
+                                                  str(current.version) if current is not None else None)
+            for entry in dropped:
+                log.warning("Ignoring alias history entry of %s that does not chain up to alias %r's actual "
+                            "version: %s", name, one, entry)
+            kept_all.extend(kept)
+        order = {id(e): i for i, e in enumerate(known)}
+        return sorted(kept_all, key=lambda e: order[id(e)])
 
     def registered_checkpoints(self, name: str) -> list[str]:
         """Checkpoint URIs that versions of ``name`` were registered from (retention must keep them)."""

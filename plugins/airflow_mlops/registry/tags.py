@@ -6,6 +6,7 @@ these constants and functions, never through string literals of their own.
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -102,3 +103,57 @@ def metrics_from_tags(tags: dict[str, str], prefix: str = EVAL_PREFIX) -> dict[s
 def eval_on_metrics(tags: dict[str, str], digest: str) -> dict[str, float]:
     """A version's scores on the evaluation set ``digest`` (``eval_on.<digest12>.<metric>`` tags)."""
     return metrics_from_tags(tags, f"{EVAL_ON_PREFIX}{short_digest(digest)}.")
+
+
+ALIAS_MOVE_ACTIONS = ("promote", "rollback", "reject")
+
+
+def _version_str(value: Any) -> bool:
+    return isinstance(value, str) and value.isdigit() and len(value) <= 12
+
+
+def parse_alias_move(value: Any) -> dict[str, Any] | None:
+    """One ``mlops.alias_move.*`` tag value as a move, or None when its JSON or any field is malformed."""
+    try:
+        entry = json.loads(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+    if not isinstance(entry, dict):
+        return None
+    ok = (isinstance(entry.get("alias"), str) and bool(entry["alias"]) and _version_str(entry.get("to_version"))
+          and (entry.get("from_version") is None or _version_str(entry.get("from_version")))
+          and isinstance(entry.get("time"), int | float) and not isinstance(entry.get("time"), bool)
+          and math.isfinite(entry["time"]) and isinstance(entry.get("dag_run"), str)
+          and isinstance(entry.get("reason"), str) and entry.get("action", "promote") in ALIAS_MOVE_ACTIONS)
+    if not ok:
+        return None
+    return {"alias": entry["alias"], "from_version": entry.get("from_version"), "to_version": entry["to_version"],
+            "time": float(entry["time"]), "dag_run": entry["dag_run"], "reason": entry["reason"],
+            "action": entry.get("action", "promote")}
+
+
+def consistent_moves(moves: list[dict[str, Any]], current: str | None) -> tuple[list[dict[str, Any]], list[dict]]:
+    """
+    Split one alias's moves (oldest first) into those that form one chain ending at its ``current`` version
+    and those that do not (forged or stale): each move must start where the previous one ended, and moves after
+    the last one that reached the alias's actual version are not trusted. Rejections move nothing and stay.
+    """
+    kept: list[dict[str, Any]] = []
+    dropped: list[dict[str, Any]] = []
+    state: str | None = None
+    started = False
+    for move in moves:
+        if move["action"] == "reject":
+            kept.append(move)
+        elif not started or move["from_version"] == state:
+            kept.append(move)
+            state, started = move["to_version"], True
+        else:
+            dropped.append(move)
+    if started and current is not None and state != current:
+        last = max((i for i, m in enumerate(kept) if m["action"] != "reject" and m["to_version"] == current),
+                   default=-1)
+        tail = [m for m in kept[last + 1:] if m["action"] != "reject"]
+        kept = kept[:last + 1] + [m for m in kept[last + 1:] if m["action"] == "reject"]
+        dropped.extend(tail)
+    return kept, dropped

@@ -10,7 +10,7 @@ from typing import Any
 
 from airflow_mlops.checkpoints.policy import CheckpointPolicy, MonitorMode, enum_value, positive_int
 from airflow_mlops.exceptions import MlopsConfigurationError, explain
-from airflow_mlops.factories import DEFAULT_MODEL_FACTORY
+from airflow_mlops.factories import DEFAULT_MODEL_FACTORY, check_dangerous
 from airflow_mlops.tasks import Task
 
 __all__ = [
@@ -148,6 +148,7 @@ class TrainingConfig:
                         received=self.model_factory,
                         hint="put the module under include/ and add that folder to pythonpath.")
             )
+        check_dangerous(self.model_factory)
         if not isinstance(self.model_kwargs, dict):
             raise MlopsConfigurationError(
                 explain("model_kwargs must be a mapping", expected="a dict", received=self.model_kwargs)

@@ -358,7 +358,7 @@ class Trainer:
             if manifest and manifest.get("model_spec"):
                 return manifest["model_spec"]
         kwargs = dict(self.cfg.model_kwargs)
-        params = factory_parameters(resolve_factory(self.cfg.model_factory))
+        params = factory_parameters(resolve_factory(self.cfg.model_factory, [self.cfg.model_factory]))
         if "in_features" in params and "in_features" not in kwargs:
             kwargs["in_features"] = int(self.x.shape[1])
         if {"feature_mean", "feature_std"} <= params and "feature_mean" not in kwargs:
@@ -413,9 +413,12 @@ class Trainer:
 
         # Same seed on every rank: identical initial weights (FSDP shards them, DDP would broadcast anyway).
         seed_everything(cfg.seed)
-        base = build_model(self.model_spec)
+        # A resumed or initial checkpoint's manifest never chooses the code: its factory must be the configured
+        # one (or on the deployment allow-list).
+        base = build_model(self.model_spec, [cfg.model_factory])
         if init_manifest is not None:
-            model_only, _ = ckpt_state.load_model(cfg.init_checkpoint_uri)  # type: ignore[arg-type]
+            model_only, _ = ckpt_state.load_model(cfg.init_checkpoint_uri,  # type: ignore[arg-type]
+                                                  allowed=[cfg.model_factory])
             base.load_state_dict(model_only.state_dict())
             self.say("Fine-tuning from the weights of %s", cfg.init_checkpoint_uri)
         self.model = self._wrap(base)

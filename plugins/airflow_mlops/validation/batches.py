@@ -34,7 +34,26 @@ class DataFormat(StrEnum):
     PARQUET = "parquet"
 
 
-def resolve_data_path(path: str, allowed_root: str | None = None) -> str:
+#: ``allowed_root`` that opts out of the root check (any local path, any S3 object without ``.``/``..``).
+ANYWHERE = "/"
+
+
+def default_data_root() -> str:
+    """
+    The root a data path must lie under when none is given: env ``MLOPS_DATA_DIR``, else ``data/`` of
+    ``MLOPS_PROJECT_ROOT``, else ``data/`` of the working directory (the reference pipelines' data folder).
+    """
+    from airflow_mlops.spec import project_paths
+
+    return project_paths()["MLOPS_DATA_DIR"]
+
+
+def check_under_root(path: str, allowed_root: str | None, what: str = "Path") -> str:
+    """``path`` resolved and checked against ``allowed_root`` (None: :func:`default_data_root`) before any I/O."""
+    return resolve_data_path(path, allowed_root or default_data_root(), what=what)
+
+
+def resolve_data_path(path: str, allowed_root: str | None = None, what: str = "Data path") -> str:
     """
     The path every later step uses; refuses one that escapes ``allowed_root``.
 
@@ -51,7 +70,7 @@ def resolve_data_path(path: str, allowed_root: str | None = None) -> str:
         # segment is refused instead because other tools would read it as a relative path.
         bucket, key = split_s3(path)
         escaped = any(part in ("..", ".") for part in key.split("/"))
-        if allowed_root is not None:
+        if allowed_root is not None and allowed_root != ANYWHERE:
             if not is_s3(allowed_root):
                 escaped = True
             else:
@@ -60,9 +79,11 @@ def resolve_data_path(path: str, allowed_root: str | None = None) -> str:
                 escaped = escaped or root_bucket != bucket or not key.startswith(prefix)
         if escaped:
             raise PathOutsideRootError(
-                explain(f"Data path {path} leaves the allowed root", expected=f"an object under {allowed_root}"
+                explain(f"{what} {path} leaves the allowed root", expected=f"an object under {allowed_root}"
                         if allowed_root else "an S3 key without '..' or '.' segments", received=path,
-                        hint="pass a path inside the allowed root; '..' and '.' segments are refused.")
+                        hint="pass a path inside the allowed root; '..' and '.' segments are refused. The "
+                        "default root is the data folder (env MLOPS_DATA_DIR); set allowed_root to the "
+                        "bucket prefix (or '/' to opt out).")
             )
         return path
     resolved = os.path.realpath(local_path(path))
@@ -70,10 +91,11 @@ def resolve_data_path(path: str, allowed_root: str | None = None) -> str:
         root = os.path.realpath(local_path(allowed_root))
         if os.path.commonpath([root, resolved]) != root:
             raise PathOutsideRootError(
-                explain(f"Data path {path} resolves to {resolved}, outside the allowed root",
+                explain(f"{what} {path} resolves to {resolved}, outside the allowed root",
                         expected=f"a file under {root}", received=path,
                         hint="pass a path inside the allowed root; '..' segments and symlinks out of it are "
-                        "refused.")
+                        "refused. The default root is the data folder (env MLOPS_DATA_DIR); pass allowed_root "
+                        "(or '/' to opt out).")
             )
     return resolved
 

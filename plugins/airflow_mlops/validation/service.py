@@ -47,7 +47,8 @@ class ValidationConfig:
     :param data_path: the batch: CSV or Parquet, local path, file:// or s3:// URI.
     :param suite_path: the expectation suite, GX JSON.
     :param quarantine_root: where rejected batches are copied; ``None`` keeps no copy.
-    :param allowed_root: the batch must resolve under this root (``None``: anywhere).
+    :param allowed_root: the batch must resolve under this root; ``None``: the data folder (env
+        ``MLOPS_DATA_DIR``, else ``data/`` of the project or working directory); ``"/"`` opts out.
     :param severity_overrides: ``{expectation key or type: "warning" | "critical"}``.
     :param warn_only: expectation keys or types reported without failing.
     :param data_format: ``auto`` (by extension, then content), ``csv`` or ``parquet``.
@@ -83,6 +84,11 @@ class ValidationConfig:
                 raise MlopsConfigurationError(
                     explain(f"{name} is empty", expected="None or a path / s3:// URI", received=value)
                 )
+        if self.allowed_root is None:
+            # Never "anywhere" by default: a Param or XCom must not read (and echo, and quarantine) any file.
+            from airflow_mlops.validation.batches import default_data_root
+
+            self.allowed_root = default_data_root()
         try:
             self.data_format = DataFormat(self.data_format)
         except ValueError as exc:

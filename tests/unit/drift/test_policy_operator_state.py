@@ -24,7 +24,7 @@ def _operator(tmp_path, **kwargs) -> TriggerPolicyOperator:
     return TriggerPolicyOperator(task_id="trigger_policy", window_id=kwargs.pop("window_id", "w1"),
                                  window_end=kwargs.pop("window_end", "2013-01-06"), drift={"signals": []},
                                  performance=PERFORMANCE, state_uri=str(tmp_path / "state.json"),
-                                 outlets=[DRIFT], **kwargs)
+                                 allowed_root=str(tmp_path), outlets=[DRIFT], **kwargs)
 
 
 def test_without_an_asset_state_store_the_state_goes_to_the_file(tmp_path):

@@ -34,9 +34,11 @@ def test_build_model_from_spec():
 )
 def test_resolve_factory_errors(path, needle):
     with pytest.raises(MlopsConfigurationError, match=needle):
-        resolve_factory(path)
+        resolve_factory(path, allowed=["no_such_module_xyz:f"])
 
 
-def test_factory_must_return_a_module():
+def test_factory_must_return_a_module(tmp_path, monkeypatch):
+    (tmp_path / "plain_factory_mod.py").write_text("def not_a_module():\n    return 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(MlopsConfigurationError, match="no module"):
-        build_model({"factory": "os.path:join", "kwargs": {"a": "x"}})
+        build_model({"factory": "plain_factory_mod:not_a_module", "kwargs": {}}, allowed=["plain_factory_mod:*"])

@@ -122,7 +122,7 @@ def test_unseen_category(station_suite, tmp_path):
     with pytest.raises(ExpectationsFailedError, match=r"expect_column_values_to_be_in_set\(station\); "
                        r"1 of 4 values unexpected \(25%\); examples \['east'\]"):
         ValidationService().validate(ValidationConfig(str(path), station_suite,
-                                                      quarantine_root=str(tmp_path / "q"))).raise_for_failure()
+                                                      quarantine_root=str(tmp_path / "q"), allowed_root=str(tmp_path))).raise_for_failure()
     assert (tmp_path / "q").exists()
 
 
@@ -131,12 +131,12 @@ def test_known_categories_pass(station_suite, tmp_path):
 
     path = tmp_path / "stations.parquet"
     pd.DataFrame({"station": ["north", "south"], "reading": [1.0, 2.0]}).to_parquet(path, index=False)
-    assert ValidationService().validate(ValidationConfig(str(path), station_suite)).success
+    assert ValidationService().validate(ValidationConfig(str(path), station_suite, allowed_root=str(tmp_path))).success
 
 
 def test_read_error_without_quarantine_root_says_nothing_was_copied(window, tmp_path, suite_path):
     path = make("empty_file", window, tmp_path)
     with pytest.raises(BatchReadError) as err:
-        ValidationService().validate(ValidationConfig(str(path), suite_path))
+        ValidationService().validate(ValidationConfig(str(path), suite_path, allowed_root=str(tmp_path)))
     assert "copied to" not in str(err.value) and err.value.summary["quarantine_uri"] is None
     assert Path(path).exists()

@@ -42,7 +42,7 @@ def test_execute_fails_on_bad_batch(window, roots, suite_path):
     path = roots["data"] / "w.csv"
     bad.to_csv(path, index=False)
     op = DataValidationOperator(task_id="v", data_path=str(path), suite_path=suite_path,
-                                quarantine_root=str(roots["quarantine"]))
+                                quarantine_root=str(roots["quarantine"]), allowed_root=str(roots["data"]))
     with pytest.raises(ExpectationsFailedError, match=r"expect_column_values_to_be_unique\(day\)"):
         op.execute({"ti": FakeTI()})
     assert len(list(roots["quarantine"].iterdir())) == 1
@@ -76,10 +76,10 @@ def test_the_task_log_keeps_the_packages_lines_not_great_expectations_internals(
 def test_execute_streams_with_the_engine_parameter(window, roots, suite_path):
     path = roots["data"] / "w.parquet"
     window.to_parquet(path, index=False)
-    op = DataValidationOperator(task_id="v", data_path=str(path), suite_path=suite_path, engine="streaming")
+    op = DataValidationOperator(task_id="v", data_path=str(path), suite_path=suite_path, engine="streaming", allowed_root=str(roots["data"]))
     assert op.engine == "streaming"
     streamed = op.execute({"ti": FakeTI()})
-    in_memory = DataValidationOperator(task_id="v", data_path=str(path), suite_path=suite_path).execute(
+    in_memory = DataValidationOperator(task_id="v", data_path=str(path), suite_path=suite_path, allowed_root=str(roots["data"])).execute(
         {"ti": FakeTI()})
     assert streamed["engine"] == "streaming" and in_memory["engine"] == "pandas"
     assert {k: v for k, v in streamed.items() if k != "engine"} == {k: v for k, v in in_memory.items() if k != "engine"}

@@ -45,7 +45,7 @@ def test_whole_rainfall_table_passes(rainfall_source, suite_path):
 def test_window_passes_in_both_formats(window, roots, suite_path, ext):
     path = roots["data"] / f"w.{ext}"
     window.to_csv(path, index=False) if ext == "csv" else window.to_parquet(path, index=False)
-    summary = validate_batch(ValidationConfig(str(path), suite_path, quarantine_root=str(roots["quarantine"])))
+    summary = validate_batch(ValidationConfig(str(path), suite_path, quarantine_root=str(roots["quarantine"]), allowed_root=str(roots["data"])))
     assert summary["success"] and summary["rows"] == 60
     assert not roots["quarantine"].exists()
 
@@ -57,7 +57,7 @@ def test_failure_raises_quarantines_and_keeps_original(window, roots, suite_path
     path = roots["data"] / "w.parquet"
     bad.to_parquet(path, index=False)
     before = path.read_bytes()
-    out = service().validate(ValidationConfig(str(path), suite_path, quarantine_root=str(roots["quarantine"])))
+    out = service().validate(ValidationConfig(str(path), suite_path, quarantine_root=str(roots["quarantine"]), allowed_root=str(roots["data"])))
     with pytest.raises(ExpectationsFailedError) as err:
         out.raise_for_failure()
     msg = str(err.value)
@@ -79,7 +79,7 @@ def test_warn_only_argument_keeps_the_task_green(window, roots, suite_path):
     bad.loc[5, "rain"] = 7
     path = roots["data"] / "w.csv"
     bad.to_csv(path, index=False)
-    summary = validate_batch(ValidationConfig(str(path), suite_path, warn_only=["expect_column_values_to_be_in_set(rain)"]))
+    summary = validate_batch(ValidationConfig(str(path), suite_path, warn_only=["expect_column_values_to_be_in_set(rain)"], allowed_root=str(roots["data"])))
     assert summary["success"] and summary["warned"] >= 1
     assert summary["unexpected_counts"]["expect_column_values_to_be_in_set(rain)"] == 1
 
@@ -89,14 +89,14 @@ def test_severity_override_by_type(window, roots, suite_path):
     bad.loc[5, "rain"] = 7
     path = roots["data"] / "w.csv"
     bad.to_csv(path, index=False)
-    cfg = ValidationConfig(str(path), suite_path, severity_overrides={"expect_column_values_to_be_in_set": "warning"})
+    cfg = ValidationConfig(str(path), suite_path, severity_overrides={"expect_column_values_to_be_in_set": "warning"}, allowed_root=str(roots["data"]))
     assert validate_batch(cfg)["success"]
 
 
 def test_data_docs_render(window, roots, suite_path):
     path = roots["data"] / "w.csv"
     window.to_csv(path, index=False)
-    out = service().validate(ValidationConfig(str(path), suite_path))
+    out = service().validate(ValidationConfig(str(path), suite_path, allowed_root=str(roots["data"])))
     html = render_data_docs(out.result)
     assert html.lstrip().lower().startswith("<!doctype html") or "<html" in html[:500].lower()
     assert "expect_column_values_to_not_be_null" in html or "values must never be null" in html
@@ -130,6 +130,6 @@ def test_gx_native_severity_is_honoured(window, roots):
     suite_file.write_text(json.dumps(suite))
     path = roots["data"] / "w.parquet"
     window.to_parquet(path, index=False)
-    summary = validate_batch(ValidationConfig(str(path), str(suite_file)))
+    summary = validate_batch(ValidationConfig(str(path), str(suite_file), allowed_root=str(roots["data"])))
     assert summary["success"] and summary["warned"] == 1
     assert summary["warnings"][0]["severity"] == "warning"

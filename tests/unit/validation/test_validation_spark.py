@@ -37,9 +37,9 @@ def test_spark_gives_the_in_memory_verdicts(spark, tmp_path, fmt):
     suite_path.write_text(json.dumps(MIXED_SUITE))
     service = ValidationService()
 
-    memory = service.validate(ValidationConfig(str(path), str(suite_path)))
+    memory = service.validate(ValidationConfig(str(path), str(suite_path), allowed_root=str(tmp_path)))
     on_spark = service.validate(ValidationConfig(str(path), str(suite_path), engine="spark",
-                                                 quarantine_root=str(tmp_path / "q")))
+                                                 quarantine_root=str(tmp_path / "q"), allowed_root=str(tmp_path)))
 
     assert on_spark.summary["engine"] == "spark" and on_spark.summary["rows"] == 101
     assert on_spark.summary["digest"] == memory.summary["digest"]

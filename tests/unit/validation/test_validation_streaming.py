@@ -45,8 +45,8 @@ def same(a, b) -> bool:
 
 def run_both(path: Path, suite_path: Path, chunk_rows: int = 7):
     service = ValidationService(clock=lambda: FIXED)
-    memory = service.validate(ValidationConfig(str(path), str(suite_path)))
-    stream = service.validate(ValidationConfig(str(path), str(suite_path), engine="streaming", chunk_rows=chunk_rows))
+    memory = service.validate(ValidationConfig(str(path), str(suite_path), allowed_root=str(path.parent)))
+    stream = service.validate(ValidationConfig(str(path), str(suite_path), engine="streaming", chunk_rows=chunk_rows, allowed_root=str(path.parent)))
     return memory, stream
 
 
