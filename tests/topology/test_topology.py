@@ -303,9 +303,17 @@ def test_drift_event_schedules_continual_learning_on_the_workers(prod_env, refer
     assert hosts and set(hosts.values()) <= set(prod_env.workers), hosts
     assert set(_hostnames(api, "drift_monitor", run_id).values()) <= set(prod_env.workers)
 
+    # The workers fine-tuned the champion from its checkpoint and registered the result; the gate then decides
+    # (promoted: it is the new champion; rejected: the old one stays, and the rejection is recorded).
+    registered = api.xcom("continual_learning", cl_id, "register")
+    new = client.get_model_version(MODEL, registered["version"])
+    assert new.tags.get("lineage.parent.version") == before.version  # fine-tuned from the old champion
     after = client.get_model_version_by_alias(MODEL, "champion")
-    assert after.version != before.version
-    assert after.tags.get("lineage.parent.version") == before.version  # fine-tuned from the old champion
+    states = api.task_states("continual_learning", cl_id)
+    if states.get("promote_production") == "success":
+        assert after.version == new.version
+    else:
+        assert after.version == before.version and new.tags.get("mlops.gate.decision") == "reject", states
 
 
 #: Three decades after the training window: the features and the champion's predictions have drifted.
