@@ -332,7 +332,7 @@ def cut_window(
     if not src_storage.exists(spec.source_uri):
         raise StorageError(
             explain("Source table not found", expected="an existing CSV or Parquet file", received=spec.source_uri,
-                    hint="build the bundled data set with `make data` (include/datasets/build_rainfall.py).")
+                    hint="check the source_uri Param; the reference data sets are built by `make data`.")
         )
     raw = src_storage.read_bytes(spec.source_uri)
     src = parse_table(raw, spec.source_uri)

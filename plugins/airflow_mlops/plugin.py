@@ -10,7 +10,7 @@ from airflow_mlops.ui.app import app as models_app
 
 
 def model_uri(name: str, alias: str = "champion") -> str:
-    """Macro: ``{{ macros.airflow_mlops.model_uri('rainfall') }}`` -> ``models:/rainfall@champion``."""
+    """Macro: ``{{ macros.airflow_mlops.model_uri('churn') }}`` -> ``models:/churn@champion``."""
     return f"models:/{name}@{alias}"
 
 

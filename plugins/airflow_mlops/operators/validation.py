@@ -22,7 +22,7 @@ class DataValidationOperator(HooksMixin, BaseOperator):
     the batch was copied to ``quarantine_root``; the original file is never changed.
 
     :param data_path: the batch (templated): local path, file:// or s3:// URI.
-    :param suite_path: the GX suite JSON (templated), e.g. ``include/expectations/rainfall.json``.
+    :param suite_path: the GX suite JSON (templated), e.g. ``include/expectations/<table>.json``.
     :param quarantine_root: where a rejected batch is copied with its ``reason.json`` (templated); ``None``
         keeps no copy.
     :param allowed_root: the batch must resolve under this root (templated); ``../`` escapes and symlinks out
