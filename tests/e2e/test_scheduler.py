@@ -3,6 +3,7 @@ continual_learning through an Asset event, which changes the champion."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -107,7 +108,9 @@ def test_drift_event_schedules_continual_learning_which_changes_the_champion(air
     assert before is not None
     known = {r["dag_run_id"] for r in api.runs("continual_learning")}
 
-    state_uri = _policy_state_after_earlier_windows(tmp_path / "policy_state.json")
+    # Under the data folder: the policy operator refuses a state file outside its allowed root.
+    state_uri = _policy_state_after_earlier_windows(
+        Path(os.environ["MLOPS_DATA_DIR"]) / "drift" / f"e2e_policy_state_{tmp_path.name}.json")
     run_id, _ = api.run_and_wait("drift_monitor", {**DRIFT_CONF, "state_uri": state_uri}, timeout=900)
     assert set(api.task_states("drift_monitor", run_id).values()) <= {"success", "skipped"}
 
