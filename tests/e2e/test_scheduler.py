@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from mlops_testkit.drift_state import DRIFT_CONF, policy_state_after_earlier_windows
+
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
@@ -109,7 +111,7 @@ def test_drift_event_schedules_continual_learning_which_changes_the_champion(air
     known = {r["dag_run_id"] for r in api.runs("continual_learning")}
 
     # Under the data folder: the policy operator refuses a state file outside its allowed root.
-    state_uri = _policy_state_after_earlier_windows(
+    state_uri = policy_state_after_earlier_windows(
         Path(os.environ["MLOPS_DATA_DIR"]) / "drift" / f"e2e_policy_state_{tmp_path.name}.json")
     run_id, _ = api.run_and_wait("drift_monitor", {**DRIFT_CONF, "state_uri": state_uri}, timeout=900)
     assert set(api.task_states("drift_monitor", run_id).values()) <= {"success", "skipped"}
@@ -153,31 +155,3 @@ def test_scheduled_drift_monitor_run_succeeds(airflow_stack, champion):
     start = run["data_interval_start"][:10]
     assert window["start"] < start and window["start"][5:] == start[5:], (window, start)
     api.settle(("drift_monitor", "continual_learning"))  # what the scheduled run triggered, before other tests
-
-
-#: Three decades after the training window: the features and the champion's predictions have drifted.
-DRIFT_CONF: dict = {"window_start": "1985-01-01", "window_end": "1985-12-31"}
-#: The damping policy acts on data drift only after four drifted windows in a row: the three before this one.
-EARLIER_DRIFTED_WINDOWS = (("1984-01-01", "1984-03-31"), ("1984-04-01", "1984-06-30"), ("1984-07-01", "1984-09-30"))
-
-
-def _policy_state_after_earlier_windows(path: Path) -> str:
-    """The policy state drift_monitor would have saved after monitoring the earlier windows (the DAG's policy)."""
-    import importlib.util
-
-    from airflow_mlops.drift.policy import Observation, PolicyState, TriggerPolicy, decide, save_state
-    from airflow_mlops.hooks.storage import get_storage
-
-    spec = importlib.util.spec_from_file_location("drift_monitor_dag", REPO / "dags" / "drift_monitor.py")
-    dag_module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(dag_module)
-    policy = TriggerPolicy.from_dict(dag_module.POLICY)
-    state = PolicyState()
-    for start, end in EARLIER_DRIFTED_WINDOWS:
-        decision = decide(policy, state, Observation(window_id=f"{start}/{end}", window_end=end,
-                                                     signals=frozenset({"data_drift", "prediction_drift"})))
-        assert not decision.triggered
-        state = decision.state
-    uri = str(path)
-    save_state(get_storage(uri), uri, state)
-    return uri

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from mlops_testkit.drift_state import DRIFT_CONF, policy_state_after_earlier_windows
+
 pytestmark = [pytest.mark.topology, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
@@ -285,7 +287,7 @@ def test_drift_event_schedules_continual_learning_on_the_workers(prod_env, refer
     before = client.get_model_version_by_alias(MODEL, "champion")
     known = {r["dag_run_id"] for r in api.runs("continual_learning")}
 
-    state_uri = _policy_state_after_earlier_windows(f"{prod_env.data_dir()}/drift/topology-policy-state.json")
+    state_uri = policy_state_after_earlier_windows(f"{prod_env.data_dir()}/drift/topology-policy-state.json")
     run_id, _ = api.run_and_wait("drift_monitor", {**DRIFT_CONF, "state_uri": state_uri}, timeout=900)
     assert set(api.task_states("drift_monitor", run_id).values()) <= {"success", "skipped"}
 
@@ -314,33 +316,6 @@ def test_drift_event_schedules_continual_learning_on_the_workers(prod_env, refer
         assert after.version == new.version
     else:
         assert after.version == before.version and new.tags.get("mlops.gate.decision") == "reject", states
-
-
-#: Three decades after the training window: the features and the champion's predictions have drifted.
-DRIFT_CONF: dict = {"window_start": "1985-01-01", "window_end": "1985-12-31"}
-#: The damping policy acts on data drift only after four drifted windows in a row: the three before this one.
-EARLIER_DRIFTED_WINDOWS = (("1984-01-01", "1984-03-31"), ("1984-04-01", "1984-06-30"), ("1984-07-01", "1984-09-30"))
-
-
-def _policy_state_after_earlier_windows(uri: str) -> str:
-    """The policy state drift_monitor would have saved after monitoring the earlier windows (the DAG's policy)."""
-    import importlib.util
-
-    from airflow_mlops.drift.policy import Observation, PolicyState, TriggerPolicy, decide, save_state
-    from airflow_mlops.hooks.storage import get_storage
-
-    spec = importlib.util.spec_from_file_location("drift_monitor_dag_topology", REPO / "dags" / "drift_monitor.py")
-    dag_module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(dag_module)
-    policy = TriggerPolicy.from_dict(dag_module.POLICY)
-    state = PolicyState()
-    for start, end in EARLIER_DRIFTED_WINDOWS:
-        decision = decide(policy, state, Observation(window_id=f"{start}/{end}", window_end=end,
-                                                     signals=frozenset({"data_drift", "prediction_drift"})))
-        assert not decision.triggered
-        state = decision.state
-    save_state(get_storage(uri), uri, state)
-    return uri
 
 
 def test_mlflow_server_restarted_during_a_run_gives_exactly_one_new_version(prod_env, reference_run, artifacts_dir):
