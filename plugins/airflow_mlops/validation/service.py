@@ -23,6 +23,7 @@ from airflow_mlops.validation.chunks import check_file, local_file
 from airflow_mlops.validation.context import new_gx_context
 from airflow_mlops.validation.digest import bytes_digest
 from airflow_mlops.validation.errors import BatchReadError, ExpectationsFailedError
+from airflow_mlops.validation.offenders import find_offenders, refine_type_failures, type_failures
 from airflow_mlops.validation.quarantine import quarantine_batch
 from airflow_mlops.validation.suites import build_gx_suite, load_suite_dict, suite_digest
 from airflow_mlops.validation.summary import (
@@ -211,6 +212,8 @@ class ValidationService:
         log.info("Validating %s (%d rows, %d columns, %s) against suite %s",
                  data_uri, len(df), df.shape[1], digest, suite["name"])
         core, result = validate_frame(df, suite, config.overrides, config.max_examples)
+        if kinds := type_failures(core):
+            core = refine_type_failures(core, find_offenders([df], kinds, config.max_examples))
         if extra_checks is not None:
             extra = [{"severity": "critical", "type": "extra_check", **dict(f)} for f in extra_checks(df) or []]
             core = {**core, "failures": [*core["failures"], *extra], "failed": core["failed"] + len(extra),
@@ -271,6 +274,13 @@ class ValidationService:
                 raise BatchReadError(message, {**summary, "quarantine_uri": where}) from exc
             problems = file_problems(_head_and_tail(path), data_uri)
             core = summarize_result(run.result.to_json_dict(), config.overrides, config.max_examples)
+            if config.engine is Engine.STREAMING and (kinds := type_failures(core)):
+                from airflow_mlops.validation.chunks import iter_frames
+
+                # A second pass over the failed columns only, on the failure path.
+                frames = iter_frames(path, check.fmt, config.chunk_rows, columns=list(kinds),
+                                     csv_dtypes=run.csv_dtypes)
+                core = refine_type_failures(core, find_offenders(frames, kinds, config.max_examples))
             summary = {
                 "engine": config.engine.value,
                 "success": core["success"],

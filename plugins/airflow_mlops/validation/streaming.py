@@ -360,6 +360,8 @@ class StreamingRun:
     chunks: int
     passes: int
     plans: dict[str, str]
+    #: CSV only: the dtypes of reading the file whole, for a later pass over it.
+    csv_dtypes: dict[str, object] | None = None
 
 
 def _result_format(max_examples: int) -> dict[str, Any]:
@@ -578,7 +580,8 @@ def validate_stream(
             result = ExpectationSuiteValidationResult(success=all(e.success for e in evrs), results=evrs,
                                                       suite_name=gx_suite.name)
             return StreamingRun(result, 0, columns, {c: str(t) for c, t in empty.dtypes.items()}, 0, 1,
-                                {e.expectation_type: p.name.lower() for e, p in zip(expectations, plans, strict=True)})
+                                {e.expectation_type: p.name.lower() for e, p in zip(expectations, plans, strict=True)},
+                                csv_types)
         stats = _order_statistics(path, fmt, chunk_rows, csv_types, expectations, plans, orders)
         passes += stats.pop("__passes__")
         distinct = {c: s.resolve(limit) for c, s in spills.items()}
@@ -627,7 +630,8 @@ def validate_stream(
     )
     schema = {c: str(t) for c, t in empty.dtypes.items()}
     return StreamingRun(result, rows, columns, schema, chunks, passes,
-                        {e.expectation_type: p.name.lower() for e, p in zip(expectations, plans, strict=True)})
+                        {e.expectation_type: p.name.lower() for e, p in zip(expectations, plans, strict=True)},
+                        csv_types)
 
 
 def _order_statistics(path: str, fmt: DataFormat, chunk_rows: int, csv_types: dict[str, object] | None,

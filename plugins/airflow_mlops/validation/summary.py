@@ -208,8 +208,14 @@ def describe_failure(entry: Mapping[str, Any], columns: Iterable[str] | None = N
         parts.append(_columns_said(list((entry.get("kwargs") or {})["column_list"]), entry["observed_value"]))
     else:
         parts.append(f"observed {_said(entry.get('observed_value'))}")
+    offenders = entry.get("type_offenders") or {}
+    if offenders.get("said"):
+        parts.append(str(offenders["said"]))
     if entry.get("examples"):
-        parts.append(f"examples {[cap(str(e), 60) if isinstance(e, str) else e for e in entry['examples']]!r}")
+        label = "offending values" if offenders else "examples"
+        parts.append(f"{label} {[cap(str(e), 60) if isinstance(e, str) else e for e in entry['examples']]!r}")
+        if offenders.get("rows"):
+            parts.append(f"first at data row(s) {', '.join(str(r) for r in offenders['rows'])}")
     return cap("; ".join(parts), 1000)
 
 

@@ -80,6 +80,16 @@ def wrong_dtype(df: Any, folder: Path) -> Path:
     return _csv(out, folder, "wrong_dtype.csv")
 
 
+@kind("late_wrong_type")
+def late_wrong_type(df: Any, folder: Path) -> Path:
+    """Numbers everywhere but two rows deep in the file: GX's first values would all look fine."""
+    out = df.copy()
+    out["dew_point"] = out["dew_point"].astype(object)
+    out.loc[out.index[36], "dew_point"] = "unknown"
+    out.loc[out.index[50], "dew_point"] = "12,5"
+    return _csv(out, folder, "late_wrong_type.csv")
+
+
 @kind("float_label")
 def float_label(df: Any, folder: Path) -> Path:
     out = df.copy()
