@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from mlops_testkit.deploy_secrets import good_env
+
 REPO = Path(__file__).resolve().parents[2]
 PREFLIGHT = REPO / "include" / "scripts" / "preflight.py"
 ENV_EXAMPLE = REPO / "docker" / ".env.example"
@@ -28,22 +30,6 @@ def example_env() -> dict[str, str]:
             key, _, value = line.partition("=")
             out[key] = value
     return out
-
-
-def good_env() -> dict[str, str]:
-    """Values generated as docker/.env.example says (fresh random ones, each different)."""
-    import secrets
-
-    from cryptography.fernet import Fernet
-
-    return {
-        "POSTGRES_PASSWORD": secrets.token_hex(16), "AIRFLOW_DB_PASSWORD": secrets.token_hex(16),
-        "MLFLOW_DB_PASSWORD": secrets.token_hex(16), "S3_ROOT_USER": f"s3root-{secrets.token_hex(6)}",
-        "S3_ROOT_PASSWORD": secrets.token_hex(16), "S3_ACCESS_KEY": f"mlops-{secrets.token_hex(6)}",
-        "S3_SECRET_KEY": secrets.token_hex(16), "MLFLOW_ADMIN_PASSWORD": secrets.token_hex(16),
-        "MLFLOW_FLASK_SECRET_KEY": secrets.token_hex(32), "REDIS_PASSWORD": secrets.token_hex(16),
-        "AIRFLOW_JWT_SECRET": secrets.token_hex(32), "AIRFLOW_FERNET_KEY": Fernet.generate_key().decode(),
-    }
 
 
 def _run(env: dict[str, str]) -> subprocess.CompletedProcess:
