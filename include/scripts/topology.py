@@ -82,7 +82,8 @@ MLFLOW_AUTH_CONFIG = "/opt/airflow-mlops/docker/mlflow/basic_auth.ini"
 PREFLIGHT = ["python", "include/scripts/preflight.py"]
 
 #: s3-init in compose, on the MinIO image with the root account (the only service but s3 holding it): the
-#: buckets, a policy limited to them and the application's account with that policy. Idempotent.
+#: buckets, a policy limited to them and the application's account with that policy. Idempotent; shell
+#: builtins, cat and mc only (the MinIO image has no grep).
 MINIO_INIT = """\
 set -eu
 export MC_HOST_root="${S3_ENDPOINT%%://*}://${S3_ROOT_USER}:${S3_ROOT_PASSWORD}@${S3_ENDPOINT#*://}"
@@ -97,8 +98,12 @@ cat > /tmp/mlops-app.json <<EOF
 EOF
 mc admin policy create root mlops-app /tmp/mlops-app.json
 mc admin user add root "${S3_ACCESS_KEY}" "${S3_SECRET_KEY}"
-mc admin policy attach root mlops-app --user "${S3_ACCESS_KEY}" >/dev/null 2>&1 \\
-  || mc admin user info root "${S3_ACCESS_KEY}" | grep -q mlops-app
+if ! mc admin policy attach root mlops-app --user "${S3_ACCESS_KEY}" >/dev/null 2>&1; then
+  case "$(mc admin user info root "${S3_ACCESS_KEY}")" in
+    *mlops-app*) ;;
+    *) echo "s3-init: could not give ${S3_ACCESS_KEY} the policy mlops-app" >&2; exit 1 ;;
+  esac
+fi
 echo "buckets ${MLFLOW_BUCKET} ${DATA_BUCKET} ready; the application's account is limited to them"
 """
 
