@@ -45,7 +45,8 @@ SECRETS: dict[str, Secret] = {
     "S3_ACCESS_KEY": Secret("the application's S3 key (with S3_SECRET_KEY)", min_length=8,
                             generate="echo mlops-$(openssl rand -hex 6)"),
     "S3_SECRET_KEY": Secret("the application's buckets: data, checkpoints, model artifacts"),
-    "MLFLOW_ADMIN_PASSWORD": Secret("MLflow's admin account: every experiment and registered model"),
+    "MLFLOW_ADMIN_PASSWORD": Secret("MLflow's admin account: every experiment, registered model and user"),
+    "MLFLOW_AIRFLOW_PASSWORD": Secret("Airflow's MLflow account: its experiments and registered models"),
     "MLFLOW_FLASK_SECRET_KEY": Secret("MLflow's session and CSRF signatures", min_length=32,
                                       generate="openssl rand -hex 32"),
     "REDIS_PASSWORD": Secret("the Celery broker: whoever reaches it queues tasks on the workers"),
@@ -54,8 +55,10 @@ SECRETS: dict[str, Secret] = {
     "AIRFLOW_FERNET_KEY": Secret("the encryption of connection passwords and variables in the database",
                                  min_length=44, generate=GENERATE_FERNET, fernet=True),
 }
-#: Pairs that must differ: the application's S3 account is not the root account.
-DISTINCT = (("S3_ACCESS_KEY", "S3_ROOT_USER"), ("S3_SECRET_KEY", "S3_ROOT_PASSWORD"))
+#: Pairs that must differ: an application's account is not the administrator's.
+DISTINCT = (("S3_ACCESS_KEY", "S3_ROOT_USER", "the S3 root account"),
+            ("S3_SECRET_KEY", "S3_ROOT_PASSWORD", "the S3 root account"),
+            ("MLFLOW_AIRFLOW_PASSWORD", "MLFLOW_ADMIN_PASSWORD", "MLflow's admin account"))
 
 
 def _is_fernet(value: str) -> bool:
@@ -91,10 +94,10 @@ def problem(name: str, value: str | None) -> str | None:
 def problems(values: dict[str, str | None]) -> list[str]:
     """Every problem of the secrets in ``values`` (docker/.env names), in SECRETS order."""
     out = [p for name in SECRETS if (p := problem(name, values.get(name)))]
-    for app, root in DISTINCT:
+    for app, root, what in DISTINCT:
         if values.get(app) and values.get(app) == values.get(root):
-            out.append(f"{app} equals {root}: the application would hold the S3 root account; give the "
-                       f"application an account of its own (`{SECRETS[app].generate}`)")
+            out.append(f"{app} equals {root}: the application would hold {what}; give the application an "
+                       f"account of its own (`{SECRETS[app].generate}`)")
     return out
 
 

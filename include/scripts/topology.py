@@ -57,6 +57,8 @@ SETTINGS: dict[str, str | None] = {
     "DATA_BUCKET": "mlops-data",
     "MLFLOW_ADMIN_USER": "admin",
     "MLFLOW_ADMIN_PASSWORD": None,
+    "MLFLOW_AIRFLOW_USER": "airflow",
+    "MLFLOW_AIRFLOW_PASSWORD": None,
     "MLFLOW_FLASK_SECRET_KEY": None,
     "REDIS_PASSWORD": None,
     "AIRFLOW_JWT_SECRET": None,
@@ -67,19 +69,21 @@ SETTINGS: dict[str, str | None] = {
 #: docker/.env keys the preflight service checks (include/scripts/preflight.py SECRETS).
 SECRETS_CHECKED = ("POSTGRES_PASSWORD", "AIRFLOW_DB_PASSWORD", "MLFLOW_DB_PASSWORD", "S3_ROOT_USER",
                    "S3_ROOT_PASSWORD", "S3_ACCESS_KEY", "S3_SECRET_KEY", "MLFLOW_ADMIN_PASSWORD",
-                   "MLFLOW_FLASK_SECRET_KEY", "REDIS_PASSWORD", "AIRFLOW_JWT_SECRET", "AIRFLOW_FERNET_KEY")
+                   "MLFLOW_AIRFLOW_PASSWORD", "MLFLOW_FLASK_SECRET_KEY", "REDIS_PASSWORD", "AIRFLOW_JWT_SECRET", "AIRFLOW_FERNET_KEY")
 
 #: Services running the project's image, in start order; their command and environment are the definition's.
-APP_SERVICES = ("preflight", "s3-init", "mlflow", "airflow-init", "airflow-apiserver", "airflow-scheduler",
+APP_SERVICES = ("preflight", "s3-init", "mlflow", "mlflow-init", "airflow-init", "airflow-apiserver", "airflow-scheduler",
                 "airflow-dag-processor", "airflow-triggerer", "airflow-worker")
 #: Services of third-party images: PostgreSQL, the S3 store (MinIO in compose, moto's server natively), Redis.
 INFRA_SERVICES = ("postgres", "s3", "redis")
 #: One-shot services: they run to completion before the long-running ones start.
-INIT_SERVICES = ("preflight", "s3-init", "airflow-init")
+INIT_SERVICES = ("preflight", "s3-init", "mlflow-init", "airflow-init")
 #: Where the MLflow server reads its basic-auth settings (the image's copy of docker/mlflow/basic_auth.ini).
 MLFLOW_AUTH_CONFIG = "/opt/airflow-mlops/docker/mlflow/basic_auth.ini"
 #: The preflight service: nothing else starts while a secret is missing, a known placeholder or too short.
 PREFLIGHT = ["python", "include/scripts/preflight.py"]
+#: mlflow-init: Airflow's own MLflow user (not an admin), with the admin account only this one-shot holds.
+MLFLOW_USERS = ["python", "include/scripts/mlflow_users.py"]
 
 #: s3-init in compose, on the MinIO image with the root account (the only service but s3 holding it): the
 #: buckets, a policy limited to them and the application's account with that policy. Idempotent; shell
@@ -193,10 +197,11 @@ def airflow_environment(s: dict[str, str], a: Addresses) -> dict[str, str]:
         "AIRFLOW__API__BASE_URL": _sub(a.public_api, s),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": s["AIRFLOW_USERS"],
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        # MLflow's basic auth: the hook hands login and password to the client, never to a log line.
+        # MLflow's basic auth with Airflow's own user (no admin): the hook hands login and password to the
+        # client, never to a log line.
         "AIRFLOW_CONN_MLFLOW_DEFAULT": json.dumps(
-            {"conn_type": "mlflow", "host": a.mlflow, "login": s["MLFLOW_ADMIN_USER"],
-             "password": s["MLFLOW_ADMIN_PASSWORD"], "extra": {"ui_url": _sub(a.public_mlflow, s)}}),
+            {"conn_type": "mlflow", "host": a.mlflow, "login": s["MLFLOW_AIRFLOW_USER"],
+             "password": s["MLFLOW_AIRFLOW_PASSWORD"], "extra": {"ui_url": _sub(a.public_mlflow, s)}}),
         "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(
             {"conn_type": "aws", "login": s["S3_ACCESS_KEY"], "password": s["S3_SECRET_KEY"],
              "extra": {"endpoint_url": a.s3, "region_name": "us-east-1"}}),
@@ -224,7 +229,7 @@ def definition(values: dict[str, str], a: Addresses | None = None) -> dict[str, 
     a = a or Addresses()
     s = settings_with_defaults(values)
     common = airflow_environment(s, a)
-    core_deps = ("postgres", "mlflow", "airflow-init")
+    core_deps = ("postgres", "mlflow", "mlflow-init", "airflow-init")
     out = [
         # Every secret by its docker/.env name: nothing starts while one is missing or a placeholder.
         Service("preflight", PREFLIGHT, {k: s[k] for k in SECRETS_CHECKED}),
@@ -259,6 +264,11 @@ def definition(values: dict[str, str], a: Addresses | None = None) -> dict[str, 
             "MLFLOW_AUTH_ADMIN_PASSWORD": s["MLFLOW_ADMIN_PASSWORD"],
             "MLFLOW_FLASK_SERVER_SECRET_KEY": s["MLFLOW_FLASK_SECRET_KEY"],
         }, ("postgres", "s3-init")),
+        Service("mlflow-init", MLFLOW_USERS, {
+            "MLFLOW_TRACKING_URI": a.mlflow,
+            **{k: s[k] for k in ("MLFLOW_ADMIN_USER", "MLFLOW_ADMIN_PASSWORD", "MLFLOW_AIRFLOW_USER",
+                                 "MLFLOW_AIRFLOW_PASSWORD")},
+        }, ("mlflow",)),
         Service("airflow-init", ["bash", "-c", AIRFLOW_INIT], common, ("postgres", "s3-init")),
         Service("airflow-apiserver", ["airflow", "api-server"], common, core_deps),
         Service("airflow-scheduler", ["airflow", "scheduler"], common, core_deps),
@@ -345,6 +355,7 @@ def _settings(cfg: TopologyConfig) -> dict[str, str]:
         "S3_ACCESS_KEY": lambda: "mlops" + secrets.token_hex(6),
         "S3_SECRET_KEY": lambda: secrets.token_hex(16),
         "MLFLOW_ADMIN_PASSWORD": lambda: secrets.token_hex(16),
+        "MLFLOW_AIRFLOW_PASSWORD": lambda: secrets.token_hex(16),
         "MLFLOW_FLASK_SECRET_KEY": lambda: secrets.token_hex(32),
         "REDIS_PASSWORD": lambda: secrets.token_hex(16),
         "AIRFLOW_JWT_SECRET": lambda: secrets.token_hex(32),
@@ -602,6 +613,8 @@ class Topology:
         env = {**native_environment(cfg, init), **s3_environment(self.values, self.addresses)}
         _run(cfg, "s3-init", [str(BIN / "python"), "-c", S3_INIT], env, REPO, left())
         self.start_mlflow(left())
+        init = services["mlflow-init"]
+        _run(cfg, "mlflow-init", native_command(cfg, init), native_environment(cfg, init), REPO, left())
         init = services["airflow-init"]
         _run(cfg, "airflow-init", native_command(cfg, init), native_environment(cfg, init), REPO, left())
         for name in ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer"):

@@ -17,7 +17,7 @@ DOCKER = REPO / "docker"
 COMPOSE = DOCKER / "compose.yaml"
 ENV_EXAMPLE = DOCKER / ".env.example"
 AIRFLOW_SERVICES = ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer")
-CORE = {"preflight", "postgres", "s3", "s3-init", "mlflow", "airflow-init", *AIRFLOW_SERVICES}
+CORE = {"preflight", "postgres", "s3", "s3-init", "mlflow", "mlflow-init", "airflow-init", *AIRFLOW_SERVICES}
 COMPOSE_BIN = shutil.which("docker-compose")
 
 
@@ -91,6 +91,7 @@ def test_services_and_dependencies(resolved):
         deps = services[name]["depends_on"]
         assert deps["postgres"]["condition"] == "service_healthy"
         assert deps["mlflow"]["condition"] == "service_healthy"
+        assert deps["mlflow-init"]["condition"] == "service_completed_successfully"
         assert deps["airflow-init"]["condition"] == "service_completed_successfully"
         assert "healthcheck" in services[name]
     assert services["mlflow"]["depends_on"]["s3-init"]["condition"] == "service_completed_successfully"
@@ -131,7 +132,8 @@ def test_published_ports_are_on_loopback_only(resolved):
 def test_example_env_holds_no_real_secret():
     env = _env_file()
     for key in ("POSTGRES_PASSWORD", "AIRFLOW_DB_PASSWORD", "MLFLOW_DB_PASSWORD", "S3_ROOT_USER", "S3_ROOT_PASSWORD",
-                "S3_ACCESS_KEY", "S3_SECRET_KEY", "MLFLOW_ADMIN_PASSWORD", "MLFLOW_FLASK_SECRET_KEY", "REDIS_PASSWORD",
+                "S3_ACCESS_KEY", "S3_SECRET_KEY", "MLFLOW_ADMIN_PASSWORD", "MLFLOW_AIRFLOW_PASSWORD", "MLFLOW_FLASK_SECRET_KEY",
+                "REDIS_PASSWORD",
                 "AIRFLOW_JWT_SECRET", "AIRFLOW_FERNET_KEY"):
         assert env[key].startswith("change-me"), key
 
@@ -253,9 +255,16 @@ def test_mlflow_needs_a_user_of_its_basic_auth_app(hardened):
     ini = (DOCKER / "mlflow" / "basic_auth.ini").read_text()
     assert "database_uri = sqlite:////var/lib/mlflow-auth/" in ini
     assert "admin_password" not in ini.replace("# ", "")  # the password comes from docker/.env only
-    # Airflow signs in with the connection's login and password.
+    # Airflow signs in as a user of its own, made by mlflow-init; only mlflow and mlflow-init hold the admin's.
     conn = json.loads(hardened["services"]["airflow-scheduler"]["environment"]["AIRFLOW_CONN_MLFLOW_DEFAULT"])
-    assert (conn["login"], conn["password"]) == ("admin", hardened["values"]["MLFLOW_ADMIN_PASSWORD"])
+    assert (conn["login"], conn["password"]) == ("airflow", hardened["values"]["MLFLOW_AIRFLOW_PASSWORD"])
+    admin_password = hardened["values"]["MLFLOW_ADMIN_PASSWORD"]
+    holders = {name for name, svc in hardened["services"].items() if admin_password in _flat(svc)}
+    assert holders == {"preflight", "mlflow", "mlflow-init"}
+    init = hardened["services"]["mlflow-init"]
+    assert init["command"] == ["python", "include/scripts/mlflow_users.py"]
+    assert init["depends_on"]["mlflow"]["condition"] == "service_healthy"
+    assert not any(key.startswith(("AIRFLOW", "AWS")) for key in init["environment"])
 
 
 def test_redis_requires_its_password_and_the_broker_url_carries_it(hardened):

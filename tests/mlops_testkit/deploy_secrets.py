@@ -14,6 +14,7 @@ def good_env() -> dict[str, str]:
         "MLFLOW_DB_PASSWORD": secrets.token_hex(16), "S3_ROOT_USER": f"s3root-{secrets.token_hex(6)}",
         "S3_ROOT_PASSWORD": secrets.token_hex(16), "S3_ACCESS_KEY": f"mlops-{secrets.token_hex(6)}",
         "S3_SECRET_KEY": secrets.token_hex(16), "MLFLOW_ADMIN_PASSWORD": secrets.token_hex(16),
+        "MLFLOW_AIRFLOW_PASSWORD": secrets.token_hex(16),
         "MLFLOW_FLASK_SECRET_KEY": secrets.token_hex(32), "REDIS_PASSWORD": secrets.token_hex(16),
         "AIRFLOW_JWT_SECRET": secrets.token_hex(32), "AIRFLOW_FERNET_KEY": Fernet.generate_key().decode(),
     }
