@@ -2,10 +2,10 @@
 
 Services: a preflight check of the secrets, PostgreSQL (one database and one least-privilege role each for
 Airflow and MLflow), an S3 store (its root account only for s3-init, which makes the buckets and the
-application's account), an MLflow server behind basic authentication (PostgreSQL backend, artifacts on S3),
-Redis with a password, the Airflow API server, scheduler, DAG processor and triggerer with CeleryExecutor, and
-Celery workers. ``definition()`` says what every service runs: its
-command, its environment and the connections between services. The compose file must say the same
+application's account), an MLflow server behind basic authentication (PostgreSQL backend, artifacts on S3)
+with a user of Airflow's own made by mlflow-init, Redis with a password, the Airflow API server, scheduler,
+DAG processor and triggerer with CeleryExecutor, and Celery workers. ``definition()`` says what every service
+runs: its command, its environment and the connections between services. The compose file must say the same
 (tests/deploy/test_topology_definition.py compares them); ``up()`` runs the same commands with the same
 environment on loopback, each service a process tree of its own, each worker in a folder of its own.
 """
