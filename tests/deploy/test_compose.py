@@ -308,3 +308,6 @@ def test_image_code_is_read_only_for_the_non_root_runtime_user():
     after_user = dockerfile.split("USER ${AIRFLOW_UID}:0", 1)[1]
     assert "find /opt/airflow-mlops /usr/local/lib/python3.11 /usr/local/bin -writable" in after_user
     assert "exit 1" in after_user
+    # MLflow's basic-auth settings are in the image where the mlflow service looks for them.
+    assert "COPY docker/mlflow/ docker/mlflow/" in dockerfile
+    assert "!docker/mlflow/" in (DOCKER / "Dockerfile.dockerignore").read_text()
