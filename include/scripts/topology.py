@@ -1,9 +1,11 @@
 """The production topology as one definition, deployed by docker/compose.yaml and started natively (`make up-prod`).
 
-Services: PostgreSQL (one database and one least-privilege role each for Airflow and MLflow), an S3 store, an
-MLflow server (PostgreSQL backend, artifacts on S3), Redis, the Airflow API server, scheduler, DAG processor
-and triggerer with CeleryExecutor, and Celery workers. ``definition()`` says what every service runs: its
-command, its environment and the connections between services. The compose file must say the same
+Services: a preflight check of the secrets, PostgreSQL (one database and one least-privilege role each for
+Airflow and MLflow), an S3 store (its root account only for s3-init, which makes the buckets and the
+application's account), an MLflow server behind basic authentication (PostgreSQL backend, artifacts on S3)
+with a user of Airflow's own made by mlflow-init, Redis with a password, the Airflow API server, scheduler,
+DAG processor and triggerer with CeleryExecutor, and Celery workers. ``definition()`` says what every service
+runs: its command, its environment and the connections between services. The compose file must say the same
 (tests/deploy/test_topology_definition.py compares them); ``up()`` runs the same commands with the same
 environment on loopback, each service a process tree of its own, each worker in a folder of its own.
 """
@@ -47,24 +49,69 @@ SETTINGS: dict[str, str | None] = {
     "MLFLOW_DB": "mlflow",
     "MLFLOW_DB_USER": "mlflow",
     "MLFLOW_DB_PASSWORD": None,
+    "S3_ROOT_USER": None,
+    "S3_ROOT_PASSWORD": None,
     "S3_ACCESS_KEY": None,
     "S3_SECRET_KEY": None,
     "MLFLOW_BUCKET": "mlflow",
     "DATA_BUCKET": "mlops-data",
+    "MLFLOW_ADMIN_USER": "admin",
+    "MLFLOW_ADMIN_PASSWORD": None,
+    "MLFLOW_AIRFLOW_USER": "airflow",
+    "MLFLOW_AIRFLOW_PASSWORD": None,
+    "MLFLOW_FLASK_SECRET_KEY": None,
+    "REDIS_PASSWORD": None,
     "AIRFLOW_JWT_SECRET": None,
     "AIRFLOW_FERNET_KEY": None,
     "AIRFLOW_USERS": "admin:admin",
 }
 
+#: docker/.env keys the preflight service checks (include/scripts/preflight.py SECRETS).
+SECRETS_CHECKED = ("POSTGRES_PASSWORD", "AIRFLOW_DB_PASSWORD", "MLFLOW_DB_PASSWORD", "S3_ROOT_USER",
+                   "S3_ROOT_PASSWORD", "S3_ACCESS_KEY", "S3_SECRET_KEY", "MLFLOW_ADMIN_PASSWORD",
+                   "MLFLOW_AIRFLOW_PASSWORD", "MLFLOW_FLASK_SECRET_KEY", "REDIS_PASSWORD", "AIRFLOW_JWT_SECRET", "AIRFLOW_FERNET_KEY")
+
 #: Services running the project's image, in start order; their command and environment are the definition's.
-APP_SERVICES = ("s3-init", "mlflow", "airflow-init", "airflow-apiserver", "airflow-scheduler",
+APP_SERVICES = ("preflight", "s3-init", "mlflow", "mlflow-init", "airflow-init", "airflow-apiserver", "airflow-scheduler",
                 "airflow-dag-processor", "airflow-triggerer", "airflow-worker")
 #: Services of third-party images: PostgreSQL, the S3 store (MinIO in compose, moto's server natively), Redis.
 INFRA_SERVICES = ("postgres", "s3", "redis")
 #: One-shot services: they run to completion before the long-running ones start.
-INIT_SERVICES = ("s3-init", "airflow-init")
+INIT_SERVICES = ("preflight", "s3-init", "mlflow-init", "airflow-init")
+#: Where the MLflow server reads its basic-auth settings (the image's copy of docker/mlflow/basic_auth.ini).
+MLFLOW_AUTH_CONFIG = "/opt/airflow-mlops/docker/mlflow/basic_auth.ini"
+#: The preflight service: nothing else starts while a secret is missing, a known placeholder or too short.
+PREFLIGHT = ["python", "include/scripts/preflight.py"]
+#: mlflow-init: Airflow's own MLflow user (not an admin), with the admin account only this one-shot holds.
+MLFLOW_USERS = ["python", "include/scripts/mlflow_users.py"]
 
-#: Buckets made by s3-init (the same program in compose and natively).
+#: s3-init in compose, on the MinIO image with the root account (the only service but s3 holding it): the
+#: buckets, a policy limited to them and the application's account with that policy. Idempotent; shell
+#: builtins, cat and mc only (the MinIO image has no grep).
+MINIO_INIT = """\
+set -eu
+export MC_HOST_root="${S3_ENDPOINT%%://*}://${S3_ROOT_USER}:${S3_ROOT_PASSWORD}@${S3_ENDPOINT#*://}"
+mc mb --ignore-existing "root/${MLFLOW_BUCKET}" "root/${DATA_BUCKET}"
+cat > /tmp/mlops-app.json <<EOF
+{"Version": "2012-10-17", "Statement": [
+  {"Effect": "Allow", "Action": ["s3:GetBucketLocation", "s3:ListBucket", "s3:ListBucketMultipartUploads"],
+   "Resource": ["arn:aws:s3:::${MLFLOW_BUCKET}", "arn:aws:s3:::${DATA_BUCKET}"]},
+  {"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload",
+                                 "s3:ListMultipartUploadParts"],
+   "Resource": ["arn:aws:s3:::${MLFLOW_BUCKET}/*", "arn:aws:s3:::${DATA_BUCKET}/*"]}]}
+EOF
+mc admin policy create root mlops-app /tmp/mlops-app.json
+mc admin user add root "${S3_ACCESS_KEY}" "${S3_SECRET_KEY}"
+if ! mc admin policy attach root mlops-app --user "${S3_ACCESS_KEY}" >/dev/null 2>&1; then
+  case "$(mc admin user info root "${S3_ACCESS_KEY}")" in
+    *mlops-app*) ;;
+    *) echo "s3-init: could not give ${S3_ACCESS_KEY} the policy mlops-app" >&2; exit 1 ;;
+  esac
+fi
+echo "buckets ${MLFLOW_BUCKET} ${DATA_BUCKET} ready; the application's account is limited to them"
+"""
+
+#: s3-init natively: moto's server takes any key and has no accounts to make, only the buckets.
 S3_INIT = """\
 import os, boto3
 s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
@@ -111,6 +158,8 @@ class Service:
     environment: dict[str, str]
     #: other services that must be healthy (or have completed, for init services) first
     depends_on: tuple[str, ...] = ()
+    #: the image's entry point replaced (s3-init runs a shell on the MinIO image)
+    entrypoint: list[str] | None = None
 
 
 def settings_with_defaults(values: dict[str, str]) -> dict[str, str]:
@@ -136,7 +185,7 @@ def airflow_environment(s: dict[str, str], a: Addresses) -> dict[str, str]:
     return {
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg2://{db}",
         "AIRFLOW__CORE__EXECUTOR": s["AIRFLOW_EXECUTOR"],
-        "AIRFLOW__CELERY__BROKER_URL": f"redis://{a.redis}/0",
+        "AIRFLOW__CELERY__BROKER_URL": f"redis://:{s['REDIS_PASSWORD']}@{a.redis}/0",
         # The driver named: SQLAlchemy 2.1 would pick psycopg (3), which the image does not ship.
         "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql+psycopg2://{db}",
         "AIRFLOW__CELERY__WORKER_CONCURRENCY": "2",
@@ -148,8 +197,11 @@ def airflow_environment(s: dict[str, str], a: Addresses) -> dict[str, str]:
         "AIRFLOW__API__BASE_URL": _sub(a.public_api, s),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": s["AIRFLOW_USERS"],
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        # MLflow's basic auth with Airflow's own user (no admin): the hook hands login and password to the
+        # client, never to a log line.
         "AIRFLOW_CONN_MLFLOW_DEFAULT": json.dumps(
-            {"conn_type": "mlflow", "host": a.mlflow, "extra": {"ui_url": _sub(a.public_mlflow, s)}}),
+            {"conn_type": "mlflow", "host": a.mlflow, "login": s["MLFLOW_AIRFLOW_USER"],
+             "password": s["MLFLOW_AIRFLOW_PASSWORD"], "extra": {"ui_url": _sub(a.public_mlflow, s)}}),
         "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(
             {"conn_type": "aws", "login": s["S3_ACCESS_KEY"], "password": s["S3_SECRET_KEY"],
              "extra": {"endpoint_url": a.s3, "region_name": "us-east-1"}}),
@@ -159,7 +211,10 @@ def airflow_environment(s: dict[str, str], a: Addresses) -> dict[str, str]:
 
 
 def s3_environment(s: dict[str, str], a: Addresses) -> dict[str, str]:
-    """boto3 and MLflow's S3 client read these: checkpoints and data go direct, model artifacts via MLflow."""
+    """boto3 and MLflow's S3 client read these: checkpoints and data go direct, model artifacts via MLflow.
+
+    The application's account, limited to its two buckets; the root account stays with s3 and s3-init.
+    """
     return {
         "AWS_ACCESS_KEY_ID": s["S3_ACCESS_KEY"],
         "AWS_SECRET_ACCESS_KEY": s["S3_SECRET_KEY"],
@@ -174,21 +229,28 @@ def definition(values: dict[str, str], a: Addresses | None = None) -> dict[str, 
     a = a or Addresses()
     s = settings_with_defaults(values)
     common = airflow_environment(s, a)
-    core_deps = ("postgres", "mlflow", "airflow-init")
+    core_deps = ("postgres", "mlflow", "mlflow-init", "airflow-init")
     out = [
+        # Every secret by its docker/.env name: nothing starts while one is missing or a placeholder.
+        Service("preflight", PREFLIGHT, {k: s[k] for k in SECRETS_CHECKED}),
         Service("postgres", None, {
             "POSTGRES_PASSWORD": s["POSTGRES_PASSWORD"],
             **{k: s[k] for k in ("AIRFLOW_DB", "AIRFLOW_DB_USER", "AIRFLOW_DB_PASSWORD", "MLFLOW_DB",
                                  "MLFLOW_DB_USER", "MLFLOW_DB_PASSWORD")},
         }),
-        Service("s3", None, {"MINIO_ROOT_USER": s["S3_ACCESS_KEY"], "MINIO_ROOT_PASSWORD": s["S3_SECRET_KEY"]}),
-        Service("redis", None, {}),
-        Service("s3-init", ["python", "-c", S3_INIT],
-                {**common, "MLFLOW_BUCKET": s["MLFLOW_BUCKET"], "DATA_BUCKET": s["DATA_BUCKET"]}, ("s3",)),
-        # MLflow gets its own database role and the S3 keys, nothing of Airflow's; the backend URI (with its
-        # password) is read from the environment, not the command line other local users can list.
+        Service("s3", None, {"MINIO_ROOT_USER": s["S3_ROOT_USER"], "MINIO_ROOT_PASSWORD": s["S3_ROOT_PASSWORD"]}),
+        Service("redis", None, {"REDIS_PASSWORD": s["REDIS_PASSWORD"], "REDISCLI_AUTH": s["REDIS_PASSWORD"]}),
+        Service("s3-init", [MINIO_INIT], {
+            "S3_ENDPOINT": a.s3,
+            **{k: s[k] for k in ("S3_ROOT_USER", "S3_ROOT_PASSWORD", "S3_ACCESS_KEY", "S3_SECRET_KEY",
+                                 "MLFLOW_BUCKET", "DATA_BUCKET")},
+        }, ("s3",), entrypoint=["/bin/sh", "-c"]),
+        # MLflow gets its own database role and the application's S3 keys, nothing of Airflow's; the backend
+        # URI (with its password) is read from the environment, not the command line other local users can
+        # list. Every request but /health needs a user of its basic-auth app; the admin comes from docker/.env.
         Service("mlflow", [
-            "mlflow", "server", f"--host={a.mlflow_bind[0]}", f"--port={a.mlflow_bind[1]}", "--workers=2",
+            "mlflow", "server", "--app-name=basic-auth", f"--host={a.mlflow_bind[0]}",
+            f"--port={a.mlflow_bind[1]}", "--workers=2",
             f"--artifacts-destination=s3://{s['MLFLOW_BUCKET']}/artifacts", "--serve-artifacts",
             f"--allowed-hosts={a.mlflow_allowed_hosts}",
         ], {
@@ -197,7 +259,16 @@ def definition(values: dict[str, str], a: Addresses | None = None) -> dict[str, 
             **s3_environment(s, a),
             # No background job runner (huey) next to the server: nothing here submits MLflow jobs.
             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+            "MLFLOW_AUTH_CONFIG_PATH": MLFLOW_AUTH_CONFIG,
+            "MLFLOW_AUTH_ADMIN_USERNAME": s["MLFLOW_ADMIN_USER"],
+            "MLFLOW_AUTH_ADMIN_PASSWORD": s["MLFLOW_ADMIN_PASSWORD"],
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": s["MLFLOW_FLASK_SECRET_KEY"],
         }, ("postgres", "s3-init")),
+        Service("mlflow-init", MLFLOW_USERS, {
+            "MLFLOW_TRACKING_URI": a.mlflow,
+            **{k: s[k] for k in ("MLFLOW_ADMIN_USER", "MLFLOW_ADMIN_PASSWORD", "MLFLOW_AIRFLOW_USER",
+                                 "MLFLOW_AIRFLOW_PASSWORD")},
+        }, ("mlflow",)),
         Service("airflow-init", ["bash", "-c", AIRFLOW_INIT], common, ("postgres", "s3-init")),
         Service("airflow-apiserver", ["airflow", "api-server"], common, core_deps),
         Service("airflow-scheduler", ["airflow", "scheduler"], common, core_deps),
@@ -265,23 +336,34 @@ class TopologyConfig:
         return [f"worker-{i}" for i in range(1, self.workers + 1)]
 
 
+def _fernet_key() -> str:
+    from cryptography.fernet import Fernet
+
+    return Fernet.generate_key().decode()
+
+
 def _settings(cfg: TopologyConfig) -> dict[str, str]:
     """docker/.env values for the native topology: the given ones, generated secrets for the rest."""
     path = cfg.home / "settings.json"
-    if path.exists():
-        saved = json.loads(path.read_text())
-    else:
-        from cryptography.fernet import Fernet
-
-        saved = {
-            "POSTGRES_PASSWORD": secrets.token_urlsafe(18),
-            "AIRFLOW_DB_PASSWORD": secrets.token_urlsafe(18),
-            "MLFLOW_DB_PASSWORD": secrets.token_urlsafe(18),
-            "S3_ACCESS_KEY": "mlops" + secrets.token_hex(6),
-            "S3_SECRET_KEY": secrets.token_urlsafe(24),
-            "AIRFLOW_JWT_SECRET": secrets.token_urlsafe(48),
-            "AIRFLOW_FERNET_KEY": Fernet.generate_key().decode(),
-        }
+    saved = json.loads(path.read_text()) if path.exists() else {}
+    generators = {
+        "POSTGRES_PASSWORD": lambda: secrets.token_hex(16),
+        "AIRFLOW_DB_PASSWORD": lambda: secrets.token_hex(16),
+        "MLFLOW_DB_PASSWORD": lambda: secrets.token_hex(16),
+        "S3_ROOT_USER": lambda: "s3root" + secrets.token_hex(6),
+        "S3_ROOT_PASSWORD": lambda: secrets.token_hex(16),
+        "S3_ACCESS_KEY": lambda: "mlops" + secrets.token_hex(6),
+        "S3_SECRET_KEY": lambda: secrets.token_hex(16),
+        "MLFLOW_ADMIN_PASSWORD": lambda: secrets.token_hex(16),
+        "MLFLOW_AIRFLOW_PASSWORD": lambda: secrets.token_hex(16),
+        "MLFLOW_FLASK_SECRET_KEY": lambda: secrets.token_hex(32),
+        "REDIS_PASSWORD": lambda: secrets.token_hex(16),
+        "AIRFLOW_JWT_SECRET": lambda: secrets.token_hex(32),
+        "AIRFLOW_FERNET_KEY": _fernet_key,
+    }
+    missing = {k: make() for k, make in generators.items() if k not in saved}
+    if missing:
+        saved.update(missing)
         path.touch(mode=0o600)
         path.write_text(json.dumps(saved))
     return {**saved, "AIRFLOW_EXECUTOR": "CeleryExecutor", **cfg.values}
@@ -328,6 +410,16 @@ def native_environment(cfg: TopologyConfig, svc: Service, worker: str | None = N
     if svc.name.startswith("airflow-"):
         env.update(cfg.extra_env)
     return env
+
+
+def mlflow_native_environment(cfg: TopologyConfig, svc: Service) -> dict[str, str]:
+    """The MLflow server's environment natively: its basic-auth users in a SQLite file of the topology's own."""
+    folder = cfg.home / "mlflow"
+    folder.mkdir(parents=True, exist_ok=True)
+    ini = folder / "basic_auth.ini"
+    text = (REPO / "docker" / "mlflow" / "basic_auth.ini").read_text()
+    ini.write_text(text.replace("sqlite:////var/lib/mlflow-auth/", f"sqlite:///{folder}/"))
+    return {**native_environment(cfg, svc), "MLFLOW_AUTH_CONFIG_PATH": str(ini)}
 
 
 def native_command(cfg: TopologyConfig, svc: Service, worker: str | None = None) -> list[str]:
@@ -509,13 +601,20 @@ class Topology:
         cfg, services = self.cfg, self.services
         deadline = time.monotonic() + timeout
         left = lambda: max(deadline - time.monotonic(), 1)  # noqa: E731
+        check = services["preflight"]
+        _run(cfg, "preflight", native_command(cfg, check), native_environment(cfg, check), REPO, left())
         self.processes["postgres"] = _start_postgres(cfg, services["postgres"])
         self._save()
         self.start_infra("redis", left())
         self.start_infra("s3", left())
         init = services["s3-init"]
-        _run(cfg, "s3-init", native_command(cfg, init), native_environment(cfg, init), REPO, left())
+        # moto's server has no accounts: the buckets only, made with the application's keys (MINIO_INIT
+        # is what compose runs on MinIO with the root account).
+        env = {**native_environment(cfg, init), **s3_environment(self.values, self.addresses)}
+        _run(cfg, "s3-init", [str(BIN / "python"), "-c", S3_INIT], env, REPO, left())
         self.start_mlflow(left())
+        init = services["mlflow-init"]
+        _run(cfg, "mlflow-init", native_command(cfg, init), native_environment(cfg, init), REPO, left())
         init = services["airflow-init"]
         _run(cfg, "airflow-init", native_command(cfg, init), native_environment(cfg, init), REPO, left())
         for name in ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer"):
@@ -535,7 +634,11 @@ class Topology:
         if name == "redis":
             data = cfg.home / "redis"
             data.mkdir(exist_ok=True)
-            cmd = ["redis-server", "--bind", host, "--port", str(cfg.ports["redis"]), "--save", "",
+            # The password in a private configuration file, not on the command line.
+            conf = data / "redis.conf"
+            conf.touch(mode=0o600)
+            conf.write_text(f"requirepass {self.services['redis'].environment['REDIS_PASSWORD']}\n")
+            cmd = ["redis-server", str(conf), "--bind", host, "--port", str(cfg.ports["redis"]), "--save", "",
                    "--appendonly", "no", "--dir", str(data), "--protected-mode", "yes"]
             entry = _spawn(cfg, name, cmd, os.environ.copy(), data)
             ready = lambda: _tcp_ready(host, cfg.ports["redis"])  # noqa: E731
@@ -552,7 +655,8 @@ class Topology:
 
     def start_mlflow(self, timeout: float = 180) -> None:
         cfg, svc = self.cfg, self.services["mlflow"]
-        entry = _spawn(cfg, "mlflow", native_command(cfg, svc), native_environment(cfg, svc), cfg.home / "mlflow")
+        entry = _spawn(cfg, "mlflow", native_command(cfg, svc), mlflow_native_environment(cfg, svc),
+                       cfg.home / "mlflow")
         self.processes["mlflow"] = entry
         self._save()
         _wait(cfg, entry, lambda: stack._get(f"{self.mlflow_url}/health")[0] == 200, timeout)

@@ -82,7 +82,12 @@ def test_the_same_command(compose, definition, name):
     assert compose[name]["command"] == definition[name].command
 
 
-@pytest.mark.parametrize("name", [*topology.APP_SERVICES, "postgres", "s3"])
+@pytest.mark.parametrize("name", topology.APP_SERVICES)
+def test_the_same_entrypoint(compose, definition, name):
+    assert compose[name].get("entrypoint") == definition[name].entrypoint
+
+
+@pytest.mark.parametrize("name", [*topology.APP_SERVICES, "postgres", "s3", "redis"])
 def test_the_same_environment(compose, definition, name):
     got, want = _env(compose[name]), definition[name].environment
     assert sorted(set(got) - set(want)) == [], "in compose only"
@@ -119,7 +124,19 @@ def test_native_topology_adds_only_what_the_image_and_one_host_need(tmp_path):
     assert worker_env["MLOPS_NODE_NAME"] == "worker-2"
     cmd = topology.native_command(cfg, native["airflow-worker"], "worker-2")
     assert cmd[1:] == [*native["airflow-worker"].command[1:], "--celery-hostname", "worker-2@%h"]
-    # Secrets are generated once per topology and kept private.
+    # The same secrets natively: the broker's password, MLflow's basic auth with its users in the topology's home.
+    assert env["AIRFLOW__CELERY__BROKER_URL"] == f"redis://:{values['REDIS_PASSWORD']}@127.0.0.1:16379/0"
+    mlflow_env = topology.mlflow_native_environment(cfg, native["mlflow"])
+    assert "--app-name=basic-auth" in native["mlflow"].command
+    ini = Path(mlflow_env["MLFLOW_AUTH_CONFIG_PATH"])
+    assert ini.parent == tmp_path / "mlflow"
+    assert f"database_uri = sqlite:///{tmp_path}/mlflow/basic_auth.db" in ini.read_text()
+    assert mlflow_env["MLFLOW_AUTH_ADMIN_PASSWORD"] == values["MLFLOW_ADMIN_PASSWORD"]
+    # Secrets are generated once per topology, kept private and pass the preflight check.
+    check = topology.native_environment(cfg, native["preflight"])
+    proc = subprocess.run(topology.native_command(cfg, native["preflight"]), env=check, cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
     assert topology._settings(cfg) == values
     assert (tmp_path / "settings.json").stat().st_mode & 0o077 == 0
 

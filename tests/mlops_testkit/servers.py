@@ -56,19 +56,31 @@ def _stop(proc: subprocess.Popen) -> None:
 class MlflowServer:
     url: str
     root: Path
+    #: the admin of its basic-auth app, when it runs one
+    username: str | None = None
+    password: str | None = None
 
     def env(self) -> dict[str, str]:
         import json
 
+        conn = {"conn_type": "mlflow", "host": self.url}
+        if self.username:
+            conn.update(login=self.username, password=self.password)
         return {
             "MLFLOW_TRACKING_URI": self.url,
-            "AIRFLOW_CONN_MLFLOW_DEFAULT": json.dumps({"conn_type": "mlflow", "host": self.url}),
+            "AIRFLOW_CONN_MLFLOW_DEFAULT": json.dumps(conn),
         }
 
 
 @contextmanager
-def mlflow_server(root: Path, port: int | None = None) -> Iterator[MlflowServer]:
-    """`mlflow server` on 127.0.0.1 with a SQLite backend and a local artifact store under ``root``."""
+def mlflow_server(root: Path, port: int | None = None, auth: tuple[str, str] | None = None
+                  ) -> Iterator[MlflowServer]:
+    """
+    `mlflow server` on 127.0.0.1 with a SQLite backend and a local artifact store under ``root``.
+
+    :param auth: (admin user, password): behind MLflow's basic-auth app as the deployment runs it
+        (docker/mlflow/basic_auth.ini, its user store under ``root``).
+    """
     root.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     log_path = root / "mlflow-server.log"
@@ -79,11 +91,22 @@ def mlflow_server(root: Path, port: int | None = None) -> Iterator[MlflowServer]
         "--artifacts-destination", str(root / "artifacts"),
         "--workers", "1",
     ]
+    env = dict(os.environ)
+    if auth:
+        import secrets
+
+        ini = root / "basic_auth.ini"
+        deployed = (Path(__file__).resolve().parents[2] / "docker" / "mlflow" / "basic_auth.ini").read_text()
+        ini.write_text(deployed.replace("sqlite:////var/lib/mlflow-auth/", f"sqlite:///{root}/"))
+        cmd.insert(2, "--app-name=basic-auth")
+        env.update({"MLFLOW_AUTH_CONFIG_PATH": str(ini), "MLFLOW_AUTH_ADMIN_USERNAME": auth[0],
+                    "MLFLOW_AUTH_ADMIN_PASSWORD": auth[1], "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(32)})
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     try:
         _wait_http(f"http://127.0.0.1:{port}/health", proc, 120, log_path)
-        yield MlflowServer(url=f"http://127.0.0.1:{port}", root=root)
+        yield MlflowServer(url=f"http://127.0.0.1:{port}", root=root, username=auth[0] if auth else None,
+                           password=auth[1] if auth else None)
     finally:
         _stop(proc)
 

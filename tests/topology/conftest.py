@@ -70,11 +70,14 @@ class Prod:
                                               aws_secret_access_key=v["S3_SECRET_KEY"], region_name="us-east-1")
 
     def s3_env(self) -> dict[str, str]:
+        """S3 as the tasks reach it, and MLflow's basic-auth admin for this process's MLflow clients."""
         v = self.values
         return {"AWS_ENDPOINT_URL": self.topo.s3_url, "AWS_ACCESS_KEY_ID": v["S3_ACCESS_KEY"],  # type: ignore[attr-defined]
-                "AWS_SECRET_ACCESS_KEY": v["S3_SECRET_KEY"], "AWS_DEFAULT_REGION": "us-east-1"}
+                "AWS_SECRET_ACCESS_KEY": v["S3_SECRET_KEY"], "AWS_DEFAULT_REGION": "us-east-1",
+                "MLFLOW_TRACKING_USERNAME": v["MLFLOW_ADMIN_USER"], "MLFLOW_TRACKING_PASSWORD": v["MLFLOW_ADMIN_PASSWORD"]}
 
     def mlflow(self):
+        """A client of the topology's MLflow server (signed in through ``prod_env``'s environment)."""
         from mlflow import MlflowClient
 
         return MlflowClient(tracking_uri=self.topo.mlflow_url)  # type: ignore[attr-defined]

@@ -71,6 +71,36 @@ def test_each_service_has_its_own_database_role_and_nothing_more(prod):
             psycopg2.connect(host=host, port=port, user=user, password="wrong", dbname=db)
 
 
+def test_broker_and_mlflow_refuse_whoever_lacks_the_password(prod):
+    """Redis and MLflow on loopback: without their passwords, no task queued and no model read."""
+    import base64
+    import urllib.error
+    import urllib.request
+
+    import redis
+
+    v = prod.values
+    host, port = prod.topo.addresses.redis.split(":")
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        redis.Redis(host=host, port=int(port)).ping()
+    assert redis.Redis(host=host, port=int(port), password=v["REDIS_PASSWORD"]).ping()
+
+    def status(user: str | None, password: str | None) -> int:
+        request = urllib.request.Request(f"{prod.topo.mlflow_url}/api/2.0/mlflow/registered-models/search")
+        if user:
+            token = base64.b64encode(f"{user}:{password}".encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as resp:
+                return resp.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    assert status(None, None) == 401
+    assert status(v["MLFLOW_ADMIN_USER"], "wrong-password") == 401
+    assert status(v["MLFLOW_ADMIN_USER"], v["MLFLOW_ADMIN_PASSWORD"]) == 200
+
+
 @pytest.fixture(scope="module")
 def reference_run(prod_env):
     """One uninterrupted train_pipeline run through the REST API: the weights the other runs must match."""

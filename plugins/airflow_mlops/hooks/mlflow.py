@@ -1,4 +1,4 @@
-"""MLflow hook: the ``mlflow`` connection type (tracking URI, registry URI, token), clients built at run time."""
+"""MLflow hook: the ``mlflow`` connection type (tracking URI, registry URI, credentials), clients built at run time."""
 
 from __future__ import annotations
 
@@ -23,13 +23,17 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class MlflowSettings:
-    """Where MLflow lives. The token is kept out of repr so it never reaches a log line."""
+    """Where MLflow lives and who signs in. Credentials are kept out of repr so they never reach a log line."""
 
     tracking_uri: str
     registry_uri: str | None = None
+    #: a bearer token (the connection's password without a login)
     token: str | None = None
     artifact_location: str | None = None
     ui_url: str | None = None
+    #: a user of MLflow's basic-auth app (the connection's login and password)
+    username: str | None = None
+    password: str | None = None
 
     def __repr__(self) -> str:
         return f"MlflowSettings(tracking_uri={self.tracking_uri!r}, registry_uri={self.registry_uri!r})"
@@ -42,13 +46,24 @@ class MlflowSettings:
                 env[key] = os.environ[key]
         if self.registry_uri:
             env["MLFLOW_REGISTRY_URI"] = self.registry_uri
-        if self.token:
-            env["MLFLOW_TRACKING_TOKEN"] = self.token
+        env.update(self.credentials_env())
         return env
+
+    def credentials_env(self) -> dict[str, str]:
+        """MLflow's client reads its credentials from these variables (basic auth, else a bearer token)."""
+        if self.username and self.password:
+            return {"MLFLOW_TRACKING_USERNAME": self.username, "MLFLOW_TRACKING_PASSWORD": self.password}
+        if self.token:
+            return {"MLFLOW_TRACKING_TOKEN": self.token}
+        return {}
 
 
 def settings_from_connection(conn: Any) -> MlflowSettings:
-    """Read an ``mlflow`` connection: extra ``tracking_uri`` wins, else ``schema://host:port/path``."""
+    """
+    Read an ``mlflow`` connection: extra ``tracking_uri`` wins, else ``schema://host:port/path``.
+
+    Login and password are a user of MLflow's basic-auth app; a password without a login is a bearer token.
+    """
     extra = conn.extra_dejson or {}
     tracking_uri = extra.get("tracking_uri")
     if not tracking_uri and conn.host:
@@ -72,9 +87,11 @@ def settings_from_connection(conn: Any) -> MlflowSettings:
     return MlflowSettings(
         tracking_uri=tracking_uri,
         registry_uri=extra.get("registry_uri") or None,
-        token=conn.password or extra.get("token") or None,
+        token=(None if conn.login else conn.password) or extra.get("token") or None,
         artifact_location=extra.get("artifact_location") or None,
         ui_url=extra.get("ui_url") or None,
+        username=conn.login or None,
+        password=(conn.password if conn.login else None) or None,
     )
 
 
@@ -84,8 +101,8 @@ class MlflowHook(BaseHook):
 
     :param mlflow_conn_id: Airflow connection of type ``mlflow``. Its host (or extra ``tracking_uri``) is the
         tracking URI, extra ``registry_uri`` an optional separate registry, ``artifact_location`` the artifact root of
-        experiments it creates (for a SQLite tracking URI), ``ui_url`` the MLflow UI for extra links, the password
-        an optional bearer token.
+        experiments it creates (for a SQLite tracking URI), ``ui_url`` the MLflow UI for extra links. Login and
+        password sign in to a server behind MLflow's basic-auth app; a password alone is a bearer token.
     """
 
     conn_name_attr = "mlflow_conn_id"
@@ -96,8 +113,9 @@ class MlflowHook(BaseHook):
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
         return {
-            "hidden_fields": ["login"],
-            "relabeling": {"host": "Tracking URI (http://host or sqlite:///path)", "password": "Token"},
+            "hidden_fields": [],
+            "relabeling": {"host": "Tracking URI (http://host or sqlite:///path)",
+                           "login": "Username (basic auth)", "password": "Password (or token, without username)"},
             "placeholders": {
                 "host": "http://mlflow:5000",
                 "extra": '{"registry_uri": "", "tracking_uri": "", "artifact_location": "", "ui_url": ""}',
@@ -131,8 +149,7 @@ class MlflowHook(BaseHook):
         import mlflow
 
         s = self.settings
-        if s.token:
-            os.environ["MLFLOW_TRACKING_TOKEN"] = s.token
+        os.environ.update(s.credentials_env())
         mlflow.set_tracking_uri(s.tracking_uri)
         if s.registry_uri:
             mlflow.set_registry_uri(s.registry_uri)

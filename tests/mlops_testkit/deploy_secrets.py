@@ -1,0 +1,20 @@
+"""Secrets for docker/.env generated as docker/.env.example says: what the deployment tests start from."""
+
+from __future__ import annotations
+
+
+def good_env() -> dict[str, str]:
+    """Values generated as docker/.env.example says (fresh random ones, each different)."""
+    import secrets
+
+    from cryptography.fernet import Fernet
+
+    return {
+        "POSTGRES_PASSWORD": secrets.token_hex(16), "AIRFLOW_DB_PASSWORD": secrets.token_hex(16),
+        "MLFLOW_DB_PASSWORD": secrets.token_hex(16), "S3_ROOT_USER": f"s3root-{secrets.token_hex(6)}",
+        "S3_ROOT_PASSWORD": secrets.token_hex(16), "S3_ACCESS_KEY": f"mlops-{secrets.token_hex(6)}",
+        "S3_SECRET_KEY": secrets.token_hex(16), "MLFLOW_ADMIN_PASSWORD": secrets.token_hex(16),
+        "MLFLOW_AIRFLOW_PASSWORD": secrets.token_hex(16),
+        "MLFLOW_FLASK_SECRET_KEY": secrets.token_hex(32), "REDIS_PASSWORD": secrets.token_hex(16),
+        "AIRFLOW_JWT_SECRET": secrets.token_hex(32), "AIRFLOW_FERNET_KEY": Fernet.generate_key().decode(),
+    }
