@@ -21,8 +21,8 @@ Policies, from the same initial model, over the same windows:
   ours        the package's TriggerPolicy with its shipped defaults (airflow_mlops.drift.policy.decide): the
               champion's metric on each labelled window with its standard error (drift.performance.assess), the
               calibrated drop test, routine budgeted fine-tunes; when the drop test fires and the compute budget
-              allows, a refresh (a larger fine-tune over all rows of the recent windows, refresh_cost of a
-              retrain), and a retrain only when it fires again after max_consecutive_fine_tunes refreshes; a
+              allows, a refresh (a larger fine-tune with four replay rows per new row, refresh_cost of a
+              retrain), and a retrain only when it fires again after refreshes_before_retrain refreshes; a
               retrain (on the rows before the window) passes the lifecycle's gate (it must beat the champion on
               the window, which neither trained on) or the champion stays.
 The budgeted fine-tune (airflow_mlops.continual.plan_fine_tune): the newest window plus as many replay rows of
@@ -252,7 +252,7 @@ class Runner:
         new = self.windows[i]
         # Replay from the recent past (REPLAY_WINDOWS windows' worth of rows before the new one): on seasonal
         # streams rows from far back pull the model towards another season. A routine fine-tune samples one replay
-        # row per new row; a refresh takes all of the recent windows' rows.
+        # row per new row, a refresh REPLAY_WINDOWS (nearly all of them).
         older = np.arange(max(0, new[0] - REPLAY_WINDOWS * len(new)), new[0])
         plan = plan_fine_tune(len(new), len(older), cost * self.retrain_samples(i),
                               replay_ratio=float(REPLAY_WINDOWS) if refresh else 1.0)

@@ -115,10 +115,11 @@ def _check_number(name: str, value: Any, *, minimum: float = 0.0, integer: bool 
 class DropTest:
     """
     The performance-drop test, calibrated from the stream: the baseline is the champion lineage's own metric on
-    its first ``calibration_windows`` out-of-time windows (the windows after it was trained from scratch; a
-    fine-tune continues the lineage); each later window's drop is standardised by the metric's standard error
-    for that window's size (and the baseline's), and a one-sided CUSUM of those z-scores fires when it reaches
-    ``threshold``: ``threshold + allowance`` standard errors fire in one window, a smaller steady drop in a few.
+    its first ``calibration_windows`` out-of-time windows (the windows after it was trained from scratch or
+    refreshed; other fine-tunes continue the lineage); each later window's drop is standardised by the metric's
+    standard error for that window's size (and the baseline's), and a one-sided CUSUM of those z-scores fires when
+    it reaches ``threshold``: ``threshold + allowance`` standard errors fire in one window, a smaller steady drop
+    in a few.
 
     :param calibration_windows: out-of-time windows averaged into the baseline (no verdict before).
     :param allowance: the CUSUM's slack per window, in standard errors (drops below it never accumulate).
@@ -167,7 +168,7 @@ class TriggerPolicy:
     :param cooldown_windows: after a triggered training, rule triggers are suppressed for this many windows.
     :param budget_share: compute budget: trainings may cost at most this share of what retraining from scratch
         after every window would cost, counted from the first window (a retrain costs 1, a fine-tune
-        ``fine_tune_cost``); ``None``: unlimited.
+        ``fine_tune_cost``, a refresh ``refresh_cost``); ``None``: unlimited.
     :param fine_tune_cost: the cost of one fine-tune as a share of a retrain (the continual-learning DAG sizes its
         fine-tunes to it: rows times epochs).
     :param refresh_cost: with ``fine_tune_every_window``, what a fired rule asks for first: a refresh, a larger
