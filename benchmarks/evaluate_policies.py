@@ -20,13 +20,20 @@ Policies, from the same initial model, over the same windows:
               fourth training from scratch (gated);
   ours        the package's TriggerPolicy with its shipped defaults (airflow_mlops.drift.policy.decide): the
               champion's metric on each labelled window with its standard error (drift.performance.assess), the
-              calibrated drop test, routine budgeted fine-tunes and a retrain when the drop test fires and the
-              compute budget allows; a retrain (on the rows before the window) passes the lifecycle's gate
-              (it must beat the champion on the window, which neither trained on) or the champion stays.
+              calibrated drop test, routine budgeted fine-tunes; when the drop test fires and the compute budget
+              allows, a refresh (a larger fine-tune with four replay rows per new row, refresh_cost of a
+              retrain), and a retrain only when it fires again after refreshes_before_retrain refreshes; a
+              retrain (on the rows before the window) passes the lifecycle's gate (it must beat the champion on
+              the window, which neither trained on) or the champion stays.
 The budgeted fine-tune (airflow_mlops.continual.plan_fine_tune): the newest window plus as many replay rows of
 the past, rows x epochs within fine_tune_cost of a retrain's samples, early stopping on the newest 20 % of the new
 window. Wall seconds count training and every check (scoring the labelled window, metrics, drift tests, the
 policy); scoring the next window for the table is not counted for anyone.
+
+Selection of the defaults (on by default, --no-select skips it): each candidate setting in CANDIDATES runs as
+"ours" on the development windows only (the loop stops at the end of the first third; nothing later is read) with
+the same seeds; SELECTION_RULE says how the winner is picked. The output records every candidate's development
+figures, the winner, and whether the shipped defaults are the winner.
 """
 
 from __future__ import annotations
@@ -60,6 +67,27 @@ DRIFT_ONLY = {"rules": [{"signals": ["data_drift", "prediction_drift"], "consecu
               "fine_tune_every_window": False, "cooldown_windows": 1, "budget_share": None,
               "max_consecutive_fine_tunes": 3}
 POLICIES = ("never", "every", "ft_every", "drift_only", "ours")
+#: Candidate defaults scored on the development windows (overrides of TriggerPolicy(); each names every knob
+#: that varies, so a candidate is a full setting): no refresh (the previous defaults at budget 0.08), and
+#: refreshes of two sizes, a retrain after one or three refreshes, at two compute budgets. Smaller budgets are
+#: listed first, so that on a full tie the smaller compute cap wins.
+CANDIDATES: dict[str, dict[str, Any]] = {
+    "no refresh, budget 0.06": {"refresh_cost": None, "refreshes_before_retrain": 1, "budget_share": 0.06},
+    "no refresh, budget 0.08": {"refresh_cost": None, "refreshes_before_retrain": 1, "budget_share": 0.08},
+    **{f"refresh {cost:g}, retrain after {chain}, budget {budget:g}":
+       {"refresh_cost": cost, "refreshes_before_retrain": chain, "budget_share": budget}
+       for cost in (0.1, 0.25) for chain in (1, 3) for budget in (0.06, 0.08)},
+}
+#: Points of a candidate's mean (over streams) development metric within which candidates count as tied.
+TIE_POINTS = 0.05
+SELECTION_RULE = ("on the development windows only (mean of the seeds): the candidates that meet the most of the "
+                  "nine target checks (per stream: within 0.5 points of retraining every window, <= 10 % of its "
+                  "samples (the wall seconds of so few windows are mostly fixed per-window overhead and vary from "
+                  "run to run on shared cores; they are recorded, not used), at most 0.2 points below fine-tuning "
+                  "every window); of those, the best mean over streams "
+                  f"of the points against fine-tuning every window; candidates within {TIE_POINTS} points of the best "
+                  "count as tied and the one with the smallest mean share of every-window's samples wins among them; "
+                  "on a full tie the first listed (the smaller budget)")
 NAMES = {"never": "never retrain", "every": "retrain every window", "ft_every": "fine-tune every window",
          "drift_only": "feature + prediction drift only", "ours": "ours (shipped defaults)"}
 
@@ -217,14 +245,17 @@ class Runner:
     def retrain_samples(self, i: int) -> int:
         return len(self.past(i)) * RETRAIN_EPOCHS
 
-    def fine_tune(self, learner: Learner, model: Any, i: int, cost: float, rng: np.random.Generator) -> Any:
+    def fine_tune(self, learner: Learner, model: Any, i: int, cost: float, rng: np.random.Generator,
+                  refresh: bool = False) -> Any:
         from airflow_mlops.continual import plan_fine_tune
 
         new = self.windows[i]
         # Replay from the recent past (REPLAY_WINDOWS windows' worth of rows before the new one): on seasonal
-        # streams rows from far back pull the model towards another season.
+        # streams rows from far back pull the model towards another season. A routine fine-tune samples one replay
+        # row per new row, a refresh REPLAY_WINDOWS (nearly all of them).
         older = np.arange(max(0, new[0] - REPLAY_WINDOWS * len(new)), new[0])
-        plan = plan_fine_tune(len(new), len(older), cost * self.retrain_samples(i))
+        plan = plan_fine_tune(len(new), len(older), cost * self.retrain_samples(i),
+                              replay_ratio=float(REPLAY_WINDOWS) if refresh else 1.0)
         fit_new = new[: plan.train_rows]
         val = new[plan.train_rows : plan.train_rows + plan.validation_rows]
         if plan.new_rows < len(fit_new):
@@ -234,7 +265,11 @@ class Runner:
         return learner.fit(self.x[rows], self.y[rows], plan.epochs, model=model,
                            val=(self.x[val], self.y[val]) if len(val) else None)
 
-    def run(self, policy: str) -> dict[str, Any]:
+    def run(self, policy: str, overrides: dict[str, Any] | None = None, stop: int | None = None) -> dict[str, Any]:
+        """
+        One policy's prequential loop; ``overrides`` of the shipped defaults make a candidate of "ours"; ``stop``
+        ends the loop before that window (the selection stops at the end of the development windows).
+        """
         from airflow_mlops.drift.performance import PerformanceConfig, assess
         from airflow_mlops.drift.policy import Action, Observation, PolicyState, TriggerPolicy, decide
 
@@ -242,13 +277,17 @@ class Runner:
         learner = Learner(task, self.seed)
         rng = np.random.default_rng(self.seed)
         model = self.fresh()
-        config = TriggerPolicy() if policy == "ours" else TriggerPolicy.from_dict(DRIFT_ONLY)
+        if policy == "ours":
+            config = TriggerPolicy.from_dict({**TriggerPolicy().to_dict(), **(overrides or {})})
+        else:
+            config = TriggerPolicy.from_dict(DRIFT_ONLY)
         perf_config = PerformanceConfig(metric=metric)
         state = PolicyState()
-        checks, values, actions, log = 0.0, [], [], []
+        checks, values, actions, log, progress = 0.0, [], [], [], []
         profile = self.profile(model, self.init - 1) if policy == "drift_only" else None
         checks_profile = 0.0
-        for i in range(self.init, len(self.windows)):
+        for i in range(self.init, len(self.windows) if stop is None else stop):
+            progress.append((learner.seconds + checks + checks_profile, learner.samples))  # spent before window i
             rows = self.windows[i]
             scores = predict(model, self.x[rows], task)
             values.append(metric_of(task, metric, self.y[rows], scores))
@@ -283,10 +322,10 @@ class Runner:
             state = decision.state
             action = decision.action
             checks += time.perf_counter() - started
-            log.append({"window": self.ids[i], "action": action.value, "reason": decision.reason,
-                        "drop_test": decision.drop})
+            log.append({"window": self.ids[i], "action": action.value, "refresh": decision.refresh,
+                        "reason": decision.reason, "drop_test": decision.drop})
             if action is Action.FINE_TUNE:
-                model = self.fine_tune(learner, model, i, config.fine_tune_cost, rng)
+                model = self.fine_tune(learner, model, i, decision.cost, rng, refresh=decision.refresh)
             elif action is Action.RETRAIN:
                 model, gate_seconds = self.gated_retrain(learner, model, i)
                 checks += gate_seconds
@@ -294,9 +333,11 @@ class Runner:
                 t0 = time.perf_counter()
                 profile = self.profile(model, i)
                 checks_profile += time.perf_counter() - t0
-            actions.append({"none": ".", "fine_tune": "F", "retrain": "R"}[action.value])
+            actions.append("U" if decision.refresh else {"none": ".", "fine_tune": "F", "retrain": "R"}[action.value])
+        progress.append((learner.seconds + checks + checks_profile, learner.samples))
         return {"values": values, "samples": learner.samples, "train_seconds": learner.seconds,
-                "check_seconds": checks + checks_profile, "actions": "".join(actions), "log": log[-60:]}
+                "check_seconds": checks + checks_profile, "actions": "".join(actions), "log": log[-60:],
+                "progress": progress}
 
     def gated_retrain(self, learner: Learner, champion: Any, i: int) -> tuple[Any, float]:
         """
@@ -353,6 +394,7 @@ def summarise(stream: Stream, runner_ids: list[str], init: int, dev_end: int,
             "actions_seed0": runs[0]["actions"],
             "trainings": float(np.mean([len(r["actions"]) - r["actions"].count(".") for r in runs])),
             "retrains": float(np.mean([r["actions"].count("R") for r in runs])),
+            "refreshes": float(np.mean([r["actions"].count("U") for r in runs])),
             "log_seed0": runs[0].get("log", [])[-20:],
         }
     every = out["policies"]["every"]
@@ -367,6 +409,45 @@ def points(metric: str, delta: float, reference: float) -> float:
     return 100 * delta if metric in ("auc", "accuracy") else 100 * delta / reference
 
 
+def better(metric: str, a: float, b: float) -> float:
+    """How much ``a`` is better than ``b`` (positive: better), in the metric's units."""
+    return a - b if metric in ("auc", "accuracy") else b - a
+
+
+def development_figures(metric: str, cut: int, runs: list[dict[str, Any]], every: list[dict[str, Any]],
+                        ft_every: list[dict[str, Any]]) -> dict[str, Any]:
+    """A candidate's figures on the development windows (the first ``cut`` scored windows), mean of the seeds."""
+    def dev(rs: list[dict[str, Any]]) -> tuple[float, float, float]:
+        return (float(np.mean([np.nanmean(r["values"][:cut]) for r in rs])),
+                float(np.mean([r["progress"][cut][0] for r in rs])), float(np.mean([r["progress"][cut][1] for r in rs])))
+
+    (value, wall, samples), (e_value, e_wall, e_samples), (f_value, _, _) = dev(runs), dev(every), dev(ft_every)
+    vs_every = points(metric, better(metric, value, e_value), e_value)
+    vs_ft = points(metric, better(metric, value, f_value), e_value)
+    wall_share, sample_share = wall / e_wall, samples / e_samples
+    checks = {"vs_every": vs_every >= -0.5, "samples": sample_share <= 0.10, "vs_ft_every": vs_ft >= -0.2}
+    return {"metric_development": value, "vs_every_points": vs_every, "vs_ft_every_points": vs_ft,
+            "wall_share_of_every": wall_share, "sample_share_of_every": sample_share,
+            "checks_met": sum(checks.values()), "missed": [k for k, ok in checks.items() if not ok],
+            "actions_seed0": runs[0]["actions"]}
+
+
+def select(candidates: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    """The winner among ``candidates`` ({name: {stream: development figures}}) by SELECTION_RULE."""
+    rows = {}
+    for name, per_stream in candidates.items():
+        figures = list(per_stream.values())
+        rows[name] = {"checks_met": sum(f["checks_met"] for f in figures),
+                      "mean_vs_ft_every_points": float(np.mean([f["vs_ft_every_points"] for f in figures])),
+                      "mean_sample_share": float(np.mean([f["sample_share_of_every"] for f in figures]))}
+    most = max(r["checks_met"] for r in rows.values())
+    eligible = [n for n, r in rows.items() if r["checks_met"] == most]
+    best = max(rows[n]["mean_vs_ft_every_points"] for n in eligible)
+    tied = [n for n in eligible if rows[n]["mean_vs_ft_every_points"] >= best - TIE_POINTS]
+    winner = min(tied, key=lambda n: (rows[n]["mean_sample_share"], list(candidates).index(n)))
+    return {"rule": SELECTION_RULE, "scores": rows, "eligible": eligible, "tied": tied, "winner": winner}
+
+
 def main() -> int:
     import torch
 
@@ -377,6 +458,10 @@ def main() -> int:
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     parser.add_argument("--quick", action="store_true", help="one seed, the first --windows windows of each stream")
     parser.add_argument("--windows", type=int, default=24, help="windows per stream with --quick")
+    parser.add_argument("--no-select", dest="select", action="store_false",
+                        help="skip scoring the candidate defaults on the development windows")
+    parser.add_argument("--select-only", action="store_true",
+                        help="only the selection: every policy stops at the end of the development windows")
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.quick:
@@ -391,21 +476,42 @@ def main() -> int:
 
     results["config"]["ours"] = TriggerPolicy().to_dict()
     started = time.perf_counter()
+    candidates: dict[str, dict[str, dict[str, Any]]] = {c: {} for c in CANDIDATES}
     for name in args.streams:
         stream = all_streams[name]
         df = load(stream, args.data_dir)
-        per_seed = []
+        per_seed, per_candidate = [], {c: [] for c in CANDIDATES}
         for seed in args.seeds:
             runner = Runner(stream, df, seed, windows_limit=args.windows if args.quick else None)
-            per_seed.append({p: runner.run(p) for p in POLICIES})
-            print(f"{name} seed {seed}: " + ", ".join(
-                f"{p} {np.nanmean(per_seed[-1][p]['values'][runner.dev_end - runner.init:]):.4f}"
-                for p in POLICIES) + f" ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
-        results["streams"][name] = summarise(stream, runner.ids, runner.init, runner.dev_end, per_seed)
+            stop = runner.dev_end if args.select_only else None
+            per_seed.append({p: runner.run(p, stop=stop) for p in (("every", "ft_every") if stop else POLICIES)})
+            if args.select or args.select_only:
+                for c, overrides in CANDIDATES.items():
+                    per_candidate[c].append(runner.run("ours", overrides, stop=runner.dev_end))
+            if not stop:
+                print(f"{name} seed {seed}: " + ", ".join(
+                    f"{p} {np.nanmean(per_seed[-1][p]['values'][runner.dev_end - runner.init:]):.4f}"
+                    for p in POLICIES) + f" ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
+        cut = runner.dev_end - runner.init
+        for c, runs in per_candidate.items():
+            if runs:
+                candidates[c][name] = development_figures(stream.metric, cut, runs, [r["every"] for r in per_seed],
+                                                          [r["ft_every"] for r in per_seed])
+        if not args.select_only:
+            results["streams"][name] = summarise(stream, runner.ids, runner.init, runner.dev_end, per_seed)
+    if args.select or args.select_only:
+        selection = select(candidates)
+        winner = {**TriggerPolicy().to_dict(), **CANDIDATES[selection["winner"]]}
+        selection.update(candidates=CANDIDATES, development=candidates,
+                         shipped_defaults_are_the_winner=winner == TriggerPolicy().to_dict())
+        results["selection"] = selection
+        print(f"selection on the development windows: {selection['winner']} (shipped defaults are the winner: "
+              f"{selection['shipped_defaults_are_the_winner']})", file=sys.stderr, flush=True)
     results["total_seconds"] = time.perf_counter() - started
     from policy_tables import render
 
-    print(render(results))
+    if not args.select_only:
+        print(render(results))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(results, indent=1, default=str))

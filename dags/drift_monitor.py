@@ -11,10 +11,11 @@ PROJECT = Path(__file__).resolve().parents[1]
 RAINFALL = load_pipeline(PROJECT / "include" / "pipelines" / "rainfall.json", PROJECT)
 
 # The shipped defaults of TriggerPolicy (benchmarks/evaluate_policies.py, README "Continual learning") fine-tune on
-# every window and retrain when the calibrated drop test fires. This DAG trains only when a rule fires, so that each
-# training in the demo has a reason: the drop test calibrates on the first window after a training and fires on a
-# drop of 2 standard errors in one window (quarterly windows of ~90 days give AUC standard errors of 0.05-0.08,
-# so that is a drop of 0.10-0.16), or of 1.25 in two; cooldown and budget count in windows and compute.
+# every window, refresh when the calibrated drop test fires and retrain when it fires again after the refresh. This
+# DAG trains only when a rule fires, so that each training in the demo has a reason: the drop test calibrates on
+# the first window after a training and fires on a drop of 2 standard errors in one window (quarterly windows of
+# ~90 days give AUC standard errors of 0.05-0.08, so that is a drop of 0.10-0.16), or of 1.25 in two; cooldown
+# and budget count in windows and compute.
 POLICY = {
     "rules": [{"signals": ["performance_drop"], "consecutive": 1},
               {"signals": ["data_drift", "prediction_drift"], "consecutive": 4}],

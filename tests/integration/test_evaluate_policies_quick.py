@@ -34,8 +34,14 @@ def test_quick_evaluation_runs_every_policy_and_renders_the_tables(tmp_path):
     assert 0 < policies["ours"]["sample_share_of_every"] < 1
     assert all(r["metric_reported"] > 0 for r in policies.values())
     assert results["config"]["ours"]["fine_tune_every_window"] is True  # the shipped defaults were evaluated
+    # the candidate defaults were scored on the development windows only (18 // 3 - 3 = 3 windows)
+    selection = results["selection"]
+    assert selection["winner"] in selection["candidates"] and set(selection["scores"]) == set(selection["candidates"])
+    for figures in selection["development"].values():
+        assert len(figures["weather"]["actions_seed0"]) == 3 and 0 < figures["weather"]["sample_share_of_every"] < 1
     subprocess.run([sys.executable, str(REPO / "benchmarks" / "policy_tables.py"), str(out), "--readme", str(readme)],
                    check=True, env=env, timeout=60, capture_output=True)
     text = readme.read_text()
     assert text.startswith("before\n") and text.endswith("after\n") and "old" not in text
     assert "| ours (shipped defaults)" in text.replace("**", "") and "| weather |" in text
+    assert "(winner)" in text and "The shipped defaults are the winner" in text

@@ -115,10 +115,11 @@ def _check_number(name: str, value: Any, *, minimum: float = 0.0, integer: bool 
 class DropTest:
     """
     The performance-drop test, calibrated from the stream: the baseline is the champion lineage's own metric on
-    its first ``calibration_windows`` out-of-time windows (the windows after it was trained from scratch; a
-    fine-tune continues the lineage); each later window's drop is standardised by the metric's standard error
-    for that window's size (and the baseline's), and a one-sided CUSUM of those z-scores fires when it reaches
-    ``threshold``: ``threshold + allowance`` standard errors fire in one window, a smaller steady drop in a few.
+    its first ``calibration_windows`` out-of-time windows (the windows after it was trained from scratch or
+    refreshed; other fine-tunes continue the lineage); each later window's drop is standardised by the metric's
+    standard error for that window's size (and the baseline's), and a one-sided CUSUM of those z-scores fires when
+    it reaches ``threshold``: ``threshold + allowance`` standard errors fire in one window, a smaller steady drop
+    in a few.
 
     :param calibration_windows: out-of-time windows averaged into the baseline (no verdict before).
     :param allowance: the CUSUM's slack per window, in standard errors (drops below it never accumulate).
@@ -162,18 +163,29 @@ class TriggerPolicy:
     :param rules: any rule that fires triggers; a rule needs all its signals in ``consecutive`` windows in a row.
     :param drop_test: how ``performance_drop`` is judged from the champion's per-window metric (:class:`DropTest`).
     :param fine_tune_every_window: fine-tune the champion on every window (a cheap, budgeted fine-tune); a fired
-        rule then asks for more (a retrain once ``max_consecutive_fine_tunes`` fine-tunes ran in a row).
+        rule then asks for more: a refresh (see ``refresh_cost``), or a retrain once ``refreshes_before_retrain``
+        refreshes ran since the last training from scratch.
     :param cooldown_windows: after a triggered training, rule triggers are suppressed for this many windows.
     :param budget_share: compute budget: trainings may cost at most this share of what retraining from scratch
         after every window would cost, counted from the first window (a retrain costs 1, a fine-tune
-        ``fine_tune_cost``); ``None``: unlimited.
+        ``fine_tune_cost``, a refresh ``refresh_cost``); ``None``: unlimited.
     :param fine_tune_cost: the cost of one fine-tune as a share of a retrain (the continual-learning DAG sizes its
         fine-tunes to it: rows times epochs).
+    :param refresh_cost: with ``fine_tune_every_window``, what a fired rule asks for first: a refresh, a larger
+        fine-tune of the champion (this share of a retrain, over more replay rows of the recent windows) that
+        restarts the drop test's calibration (the refreshed champion's out-of-time windows are its new baseline,
+        so a lasting change of the data's difficulty fires once, not every window). A retrain follows only when
+        the drop test fires again after ``refreshes_before_retrain`` refreshes. ``None``: no refresh; a fired
+        rule retrains once ``max_consecutive_fine_tunes`` fine-tunes (routine ones included) ran in a row.
+        Without routine fine-tunes it is unused.
+    :param refreshes_before_retrain: with refreshes, a fired rule retrains from scratch once this many refreshes
+        ran since the last training from scratch (0: retrain at once).
     :param budget: optional count budget: at most this many triggered trainings per ``budget_period_windows``
         windows (routine fine-tunes are not counted).
     :param budget_period_windows: the sliding period of ``budget``, in windows.
     :param max_consecutive_fine_tunes: after this many fine-tunes since the last training from scratch, the
-        next trigger retrains from scratch (a long chain of fine-tunes accumulates drift in the weights).
+        next trigger retrains from scratch (a long chain of fine-tunes accumulates drift in the weights); with
+        refreshes, ``refreshes_before_retrain`` counts instead.
     :param retrain_on_schema_change: a schema change retrains from scratch at once, ignoring cooldown and
         budget, since the champion cannot read the new columns.
     :param cooldown_days: deprecated, in days of the window end (kept so old settings load); prefer windows.
@@ -184,8 +196,10 @@ class TriggerPolicy:
     drop_test: DropTest = field(default_factory=DropTest)
     fine_tune_every_window: bool = True
     cooldown_windows: int = 1
-    budget_share: float | None = 0.08
+    budget_share: float | None = 0.06
     fine_tune_cost: float = 0.03
+    refresh_cost: float | None = 0.1
+    refreshes_before_retrain: int = 1
     budget: int | None = None
     budget_period_windows: int | None = None
     max_consecutive_fine_tunes: int = 3
@@ -208,6 +222,8 @@ class TriggerPolicy:
         _check_number("cooldown_windows", self.cooldown_windows, integer=True)
         _check_number("budget_share", self.budget_share, optional=True)
         _check_number("fine_tune_cost", self.fine_tune_cost)
+        _check_number("refresh_cost", self.refresh_cost, optional=True)
+        _check_number("refreshes_before_retrain", self.refreshes_before_retrain, integer=True)
         _check_number("budget_period_windows", self.budget_period_windows, minimum=1, integer=True, optional=True)
         if self.budget is not None and (isinstance(self.budget, bool) or not isinstance(self.budget, int)
                                         or self.budget < 1):
@@ -227,8 +243,15 @@ class TriggerPolicy:
                         received=self.max_consecutive_fine_tunes)
             )
 
-    def cost(self, action: Action) -> float:
-        """Compute of one action, in retrains from scratch."""
+    @property
+    def refreshes(self) -> bool:
+        """Whether a fired rule first asks for a refresh (routine fine-tunes on and a ``refresh_cost``)."""
+        return self.fine_tune_every_window and self.refresh_cost is not None
+
+    def cost(self, action: Action, refresh: bool = False) -> float:
+        """Compute of one action, in retrains from scratch (``refresh``: a triggered fine-tune that refreshes)."""
+        if action is Action.FINE_TUNE and refresh and self.refresh_cost is not None:
+            return self.refresh_cost
         return {Action.NONE: 0.0, Action.FINE_TUNE: self.fine_tune_cost, Action.RETRAIN: 1.0}[action]
 
     def to_dict(self) -> dict[str, Any]:
@@ -239,6 +262,8 @@ class TriggerPolicy:
             "cooldown_windows": self.cooldown_windows,
             "budget_share": self.budget_share,
             "fine_tune_cost": self.fine_tune_cost,
+            "refresh_cost": self.refresh_cost,
+            "refreshes_before_retrain": self.refreshes_before_retrain,
             "budget": self.budget,
             "budget_period_windows": self.budget_period_windows,
             "max_consecutive_fine_tunes": self.max_consecutive_fine_tunes,
@@ -359,6 +384,7 @@ class PolicyState:
     fine_tunes_in_a_row: int = 0
     history: tuple[dict[str, Any], ...] = ()
     windows_seen: int = 0
+    refreshes_in_a_row: int = 0
     spent: float = 0.0
     training_windows: tuple[int, ...] = ()
     calibration: dict[str, Any] = field(default_factory=dict)
@@ -374,6 +400,7 @@ class PolicyState:
             "fine_tunes_in_a_row": self.fine_tunes_in_a_row,
             "history": list(self.history),
             "windows_seen": self.windows_seen,
+            "refreshes_in_a_row": self.refreshes_in_a_row,
             "spent": self.spent,
             "training_windows": list(self.training_windows),
             "calibration": dict(self.calibration),
@@ -399,6 +426,7 @@ class PolicyState:
             fine_tunes_in_a_row=int(data.get("fine_tunes_in_a_row") or 0),
             history=tuple(data.get("history") or ()),
             windows_seen=int(data.get("windows_seen") or 0),
+            refreshes_in_a_row=int(data.get("refreshes_in_a_row") or 0),
             spent=float(data.get("spent") or 0.0),
             training_windows=tuple(int(w) for w in data.get("training_windows") or ()),
             calibration=dict(data.get("calibration") or {}),
@@ -417,6 +445,8 @@ class Decision:
     signals: tuple[str, ...] = ()
     state: PolicyState = field(default_factory=PolicyState)
     drop: dict[str, Any] = field(default_factory=dict)
+    cost: float = 0.0
+    refresh: bool = False
 
     @property
     def triggered(self) -> bool:
@@ -432,6 +462,8 @@ class Decision:
             "suppressed_by": self.suppressed_by,
             "signals": list(self.signals),
             "drop_test": dict(self.drop),
+            "cost": self.cost,
+            "refresh": self.refresh,
             "fine_tunes_in_a_row": self.state.fine_tunes_in_a_row,
             "spent": round(self.state.spent, 6),
         }
@@ -485,7 +517,8 @@ def decide(policy: TriggerPolicy, state: PolicyState, obs: Observation) -> Decis
         last = state.history[-1]
         return Decision(Action(last["action"]), last["reason"], obs.window_id, tuple(last.get("fired_rules") or ()),
                         last.get("suppressed_by"), tuple(last.get("signals") or ()), state,
-                        dict(last.get("drop_test") or {}))
+                        dict(last.get("drop_test") or {}), float(last.get("cost") or 0.0),
+                        bool(last.get("refresh")))
     now = parse_time(obs.window_end)
     if state.last_window_end is not None and now < parse_time(state.last_window_end):
         raise MlopsConfigurationError(
@@ -503,14 +536,18 @@ def decide(policy: TriggerPolicy, state: PolicyState, obs: Observation) -> Decis
                    windows_seen=index, calibration=calibration)
     allowance = math.inf if policy.budget_share is None else policy.budget_share * index
 
-    def affordable(action: Action) -> bool:
-        return state.spent + policy.cost(action) <= allowance + 1e-9
+    def affordable(action: Action, refresh: bool = False) -> bool:
+        return state.spent + policy.cost(action, refresh) <= allowance + 1e-9
 
-    def finish(action: Action, reason: str, suppressed: str | None = None, routine: bool = False) -> Decision:
+    def finish(action: Action, reason: str, suppressed: str | None = None, routine: bool = False,
+               refresh: bool = False) -> Decision:
         new = base
+        cost = policy.cost(action, refresh)
         if action is not Action.NONE:
-            new = replace(new, spent=state.spent + policy.cost(action),
-                          fine_tunes_in_a_row=new.fine_tunes_in_a_row + 1 if action is Action.FINE_TUNE else 0)
+            new = replace(new, spent=state.spent + cost,
+                          fine_tunes_in_a_row=new.fine_tunes_in_a_row + 1 if action is Action.FINE_TUNE else 0,
+                          refreshes_in_a_row=(new.refreshes_in_a_row + 1 if refresh
+                                              else 0 if action is Action.RETRAIN else new.refreshes_in_a_row))
         if action is not Action.NONE and not routine:
             new = replace(
                 new,
@@ -522,9 +559,10 @@ def decide(policy: TriggerPolicy, state: PolicyState, obs: Observation) -> Decis
                 training_windows=(*base.training_windows, index)[-HISTORY_LIMIT:],
                 calibration={**calibration, "cusum": 0.0},
             )
-        if action is Action.RETRAIN:
-            new = replace(new, calibration={})  # a new lineage: its baseline is its own out-of-time windows
-        decision = Decision(action, reason, obs.window_id, fired, suppressed, signals, new, drop)
+        if action is Action.RETRAIN or refresh:
+            # A new lineage, or a refreshed one: its baseline is its own out-of-time windows from here on.
+            new = replace(new, calibration={})
+        decision = Decision(action, reason, obs.window_id, fired, suppressed, signals, new, drop, cost, refresh)
         return replace(decision, state=replace(new, history=_record(new, decision)))
 
     def routine(reason: str, suppressed: str | None = None) -> Decision:
@@ -559,13 +597,21 @@ def decide(policy: TriggerPolicy, state: PolicyState, obs: Observation) -> Decis
         if len(recent) >= policy.budget:
             return routine(f"{names} fired but the budget of {policy.budget} trainings per {period} is spent",
                            "budget")
-    action = Action.RETRAIN if state.fine_tunes_in_a_row >= policy.max_consecutive_fine_tunes else Action.FINE_TUNE
-    if not affordable(action):
-        return routine(f"{names} fired but a {action.value} would exceed the compute budget ({state.spent:.2f} of "
+    chain = state.refreshes_in_a_row if policy.refreshes else state.fine_tunes_in_a_row
+    limit = policy.refreshes_before_retrain if policy.refreshes else policy.max_consecutive_fine_tunes
+    action = Action.RETRAIN if chain >= limit else Action.FINE_TUNE
+    refresh = action is Action.FINE_TUNE and policy.refreshes
+    kind = "refresh" if refresh else action.value
+    if not affordable(action, refresh):
+        return routine(f"{names} fired but a {kind} would exceed the compute budget ({state.spent:.2f} of "
                        f"{allowance:.2f} retrains spent)", "budget")
     if action is Action.RETRAIN:
-        return finish(action, f"{names} fired after {state.fine_tunes_in_a_row} fine-tunes in a row: retrain "
-                              "from scratch")
+        done = "refreshes" if policy.refreshes else "fine-tunes"
+        return finish(action, f"{names} fired after {chain} {done} in a row: retrain from scratch")
+    if refresh:
+        return finish(action, f"{names} fired: refresh the champion (a fine-tune of {policy.refresh_cost:g} of a "
+                              f"retrain; refresh {chain + 1} of {limit} before a retrain)",
+                      refresh=True)
     return finish(action, f"{names} fired: fine-tune the champion")
 
 

@@ -35,7 +35,7 @@ def rules_only(**kwargs) -> TriggerPolicy:
     return TriggerPolicy(**{**base, **kwargs})
 
 
-DEFAULT = TriggerPolicy()  # shipped: routine fine-tune every window, retrain on a calibrated drop within budget
+DEFAULT = TriggerPolicy()  # shipped: routine fine-tune every window; a calibrated drop refreshes, then retrains
 RULES = rules_only(rules=[TriggerRule((PERF,)), TriggerRule((DATA, PRED), consecutive=2)])
 PERF_ONLY_2 = rules_only(rules=[TriggerRule((PERF,), consecutive=2)])
 COOLDOWN = rules_only(rules=[TriggerRule((PERF,))], cooldown_days=100)  # deprecated, in days
@@ -47,7 +47,11 @@ NO_SCHEMA_RETRAIN = rules_only(rules=[TriggerRule((PERF,))], retrain_on_schema_c
 # compute budget: 0.5 of a retrain per window, a fine-tune costs 0.25
 COMPUTE = rules_only(rules=[TriggerRule((PERF,))], budget_share=0.5, fine_tune_cost=0.25, max_consecutive_fine_tunes=1)
 FT_EVERY = TriggerPolicy(rules=(), budget_share=None)  # fine-tune every window, as a policy of its own
-ROUTINE = TriggerPolicy(budget_share=0.3, fine_tune_cost=0.1, cooldown_windows=0, max_consecutive_fine_tunes=0)
+ROUTINE = TriggerPolicy(budget_share=0.3, fine_tune_cost=0.1, cooldown_windows=0, max_consecutive_fine_tunes=0,
+                        refresh_cost=None)  # no refresh: a fired rule retrains
+# routine fine-tunes at 0.1, a fired rule refreshes at 0.2 of a retrain, then retrains; 0.3 of a retrain per window
+REFRESH = TriggerPolicy(budget_share=0.3, fine_tune_cost=0.1, refresh_cost=0.2, refreshes_before_retrain=1,
+                        cooldown_windows=0)
 
 Q = ["1982-03-31", "1982-06-30", "1982-09-30", "1982-12-31", "1983-03-31", "1983-06-30", "1983-09-30",
      "1983-12-31", "1984-03-31"]
@@ -78,7 +82,9 @@ N, F, R = "none", "fine_tune", "retrain"
         (RULES, [{DATA, PRED}, {DATA}, {DATA, PRED}], [N, N, N]),  # the streak broke
         # the shipped defaults: a routine fine-tune every window; a fired rule retrains once the budget allows
         (DEFAULT, [set(), set(), set()], [F, F, F]),
-        (DEFAULT, [{PERF}], [F]),  # 0.08 of a retrain per window: a retrain is not affordable yet
+        (DEFAULT, [{PERF}], [F]),  # 0.06 of a retrain per window: a refresh (0.1) is not affordable yet
+        # refresh first (0.1 + 0.2 <= 0.6), then a retrain once affordable (0.5 + 1 <= 1.5), then refresh again
+        (REFRESH, [set(), {PERF}, set(), {PERF}, {PERF}, {PERF}], [F, F, F, F, R, F]),
         (FT_EVERY, [set(), {PERF}, {DATA, PRED}, set()], [F, F, F, F]),
         (FT_EVERY, [{SCHEMA}], [R]),
         (ROUTINE, [set(), {PERF}, set(), set(), {PERF}], [F, F, F, F, R]),  # retrain when 0.3 x 5 >= 0.4 + 1
@@ -179,6 +185,9 @@ def test_state_survives_a_restart(tmp_path):
         {"drop_test": {"surprise": 1}},
         {"budget": 0},
         {"max_consecutive_fine_tunes": -1},
+        {"refresh_cost": -0.1},
+        {"refreshes_before_retrain": -1},
+        {"refreshes_before_retrain": 1.5},
         {"surprise": 1},
     ],
 )
@@ -189,8 +198,31 @@ def test_policy_rejects_bad_config(bad):
 
 def test_policy_round_trips_through_a_dict():
     policy = TriggerPolicy(rules=[TriggerRule((DATA, PRED), 3)], cooldown_windows=3, budget=2,
-                           budget_period_windows=8, drop_test=DropTest(calibration_windows=3, min_drop=0.01))
+                           budget_period_windows=8, drop_test=DropTest(calibration_windows=3, min_drop=0.01),
+                           refresh_cost=0.3, refreshes_before_retrain=2)
     assert TriggerPolicy.from_dict(json.loads(json.dumps(policy.to_dict()))) == policy
+    assert TriggerPolicy.from_dict({"refresh_cost": None}).refreshes is False
+
+
+def test_refresh_decisions_say_what_they_cost_and_survive_a_restart(tmp_path):
+    storage = LocalStorage()
+    uri = str(tmp_path / "state.json")
+    decisions = []
+    for i, signals in enumerate([set(), {PERF}, set(), {PERF}, {PERF}, {PERF}]):
+        decision = decide(REFRESH, load_state(storage, uri), Observation(f"w{i}", Q[i], frozenset(signals)))
+        save_state(storage, uri, decision.state)
+        decisions.append(decision)
+    assert [d.refresh for d in decisions] == [False, True, False, False, False, True]
+    assert [d.cost for d in decisions] == pytest.approx([0.1, 0.2, 0.1, 0.1, 1.0, 0.2])
+    assert decisions[1].to_dict()["refresh"] is True and decisions[1].to_dict()["cost"] == pytest.approx(0.2)
+    assert "refresh" in decisions[1].reason and "refreshes in a row: retrain" in decisions[4].reason
+    assert decisions[3].suppressed_by == "budget" and "retrain would exceed" in decisions[3].reason
+    assert [d.state.refreshes_in_a_row for d in decisions] == [0, 1, 1, 1, 0, 1]
+    assert decisions[-1].state.spent == pytest.approx(1.7)
+    assert load_state(storage, uri).refreshes_in_a_row == 1
+    again = decide(REFRESH, decisions[-1].state, Observation("w5", Q[5], frozenset({PERF})))
+    assert (again.action, again.refresh, again.cost, again.state) == (Action.FINE_TUNE, True, 0.2,
+                                                                        decisions[-1].state)
 
 
 def test_decision_dict_is_plain():
@@ -259,6 +291,25 @@ def test_a_retrain_starts_a_new_calibration_and_a_fine_tune_keeps_it():
     assert actions == [N, F, R, N, N]
     assert drops[1]["baseline"] == pytest.approx(0.80) and drops[2]["baseline"] == pytest.approx(0.80)
     assert drops[3]["verdict"].startswith("calibrating") and drops[4]["verdict"] == "within noise"
+
+
+def test_a_refresh_starts_a_new_calibration_and_a_routine_fine_tune_keeps_it():
+    policy = TriggerPolicy(budget_share=None, cooldown_windows=0, drop_test=DropTest(calibration_windows=1))
+    # a lasting change of difficulty (0.80 -> 0.70): one refresh, which then calibrates on the new level
+    samples = [auc(0.80), auc(0.80), auc(0.70), auc(0.70), auc(0.70), auc(0.70)]
+    state, decisions = PolicyState(), []
+    for i, sample in enumerate(samples):
+        decision = decide(policy, state, Observation(f"w{i}", str(i), frozenset(), sample))
+        state, decisions = decision.state, [*decisions, decision]
+    assert [d.action.value for d in decisions] == [F] * 6  # every window fine-tunes (routine or refresh)
+    assert [d.refresh for d in decisions] == [False, False, True, False, False, False]
+    assert decisions[1].drop["baseline"] == pytest.approx(0.80)  # the routine fine-tune kept the baseline
+    assert decisions[3].drop["verdict"].startswith("calibrating")
+    assert decisions[5].drop["baseline"] == pytest.approx(0.70) and decisions[5].drop["verdict"] == "within noise"
+    # a further drop after the refresh retrains (one refresh before a retrain)
+    decision = decide(policy, state, Observation("w6", "6", frozenset(), auc(0.60)))
+    assert decision.action is Action.RETRAIN and decision.state.calibration == {}
+    assert decision.state.refreshes_in_a_row == 0
 
 
 def test_drop_test_function_is_pure_and_reports_its_numbers():
