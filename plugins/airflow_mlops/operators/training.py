@@ -216,8 +216,14 @@ class DistributedTrainingOperator(HooksMixin, BaseOperator):
         }
         if policy is not None:
             fields["checkpoint"] = policy
-        if self.early_stopping:
-            fields["early_stopping"] = self.early_stopping
+        early_stopping = self.early_stopping
+        if isinstance(early_stopping, str):
+            # A DAG that renders templates as text hands over the dict's repr (or "None").
+            import ast
+
+            early_stopping = ast.literal_eval(early_stopping) if early_stopping.strip() else None
+        if early_stopping:
+            fields["early_stopping"] = early_stopping
         fields.update(self.training_options or {})
         return TrainingConfig.from_dict(fields)
 
