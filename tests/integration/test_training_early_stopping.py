@@ -114,3 +114,15 @@ def test_resume_carries_the_stopper_state(tmp_path, table, ddp_run):
         assert second.extra["early_stopping"][key] == whole.extra["early_stopping"][key], key
     assert second.extra["early_stopping"]["best"] == pytest.approx(whole.extra["early_stopping"]["best"], rel=1e-9)
     assert Path(second.checkpoint_uri).name == Path(whole.checkpoint_uri).name
+
+
+def test_a_step_policy_keeps_the_best_epoch_too(tmp_path, table, ddp_run):
+    """Checkpoints every 4 steps (an epoch's end is a step checkpoint): the best epoch's weights are still the
+    result and survive retention (keep_last 2)."""
+    _, whole, _ = ddp_run
+    cfg = config(tmp_path, table, checkpoint=CheckpointPolicy(every_n_steps=4, keep_last=2, keep_best=0))
+    result = TorchrunLauncher().run(cfg, log_line=lambda _: None, timeout_s=240)
+    stop = result.extra["early_stopping"]
+    assert stop["best_step"] == whole.extra["early_stopping"]["best_step"] and stop["stopped_epoch"] > stop["best_epoch"]
+    assert Path(result.checkpoint_uri).name == Path(whole.checkpoint_uri).name != Path(result.last_checkpoint_uri).name
+    assert newest_loss(result.checkpoint_uri, table) == pytest.approx(stop["best"], rel=1e-4)

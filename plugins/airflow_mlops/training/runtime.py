@@ -769,8 +769,11 @@ class Trainer:
                 self.say("epoch %d/%d done: %s", self.epoch, cfg.epochs,
                          " ".join(f"{k} {v:.4f}" for k, v in epoch_metrics.items()))
                 self.metrics_sink.log(_finite(epoch_metrics), self.step)
-                # The best epoch is saved even when the policy would skip it: it is the run's result.
-                if is_due(cfg.checkpoint, step=self.step, epoch_end=True, epochs_done=self.epoch) or improved:
+                # The best epoch is saved even when the policy would skip it (it is the run's result), unless a
+                # step-based checkpoint of this very step holds its weights already.
+                if is_due(cfg.checkpoint, step=self.step, epoch_end=True, epochs_done=self.epoch) or (
+                    improved and self.last_saved_step != self.step
+                ):
                     self._checkpoint(epoch=self.epoch, batch_index=0, train_loss=train_loss)
                 if self.stop_state.stopped:
                     self.say("Early stopping after epoch %d/%d: %s did not improve by more than %g for %d "
