@@ -61,6 +61,7 @@ def resolve_request(spec: ModelSpec, default_source: str, params: dict[str, Any]
         "parent_version": str(champion.version) if champion is not None and action == "fine_tune" else None,
         "init_checkpoint_uri": init,
         "reason": extra.get("reason") or "requested by hand",
+        "fine_tune_cost": params.get("fine_tune_cost") or extra.get("fine_tune_cost"),
     }
 
 
@@ -137,3 +138,63 @@ def plan_fine_tune(window_rows: int, older_rows: int, sample_budget: float, *, v
         keep = sample_budget / per_epoch
         new, rep = max(1, int(train * keep)), int(replay * keep)
     return FineTunePlan(train_rows=train, validation_rows=validation, new_rows=new, replay_rows=rep, epochs=epochs)
+
+
+def fine_tune_budget(action: str, source_rows: int, retrain_epochs: int, fine_tune_cost: float,
+                     sample_budget: float | None = None) -> float:
+    """
+    Samples (rows x epochs) a training of the continual-learning DAG may use: ``sample_budget`` when given,
+    else a share of a retrain's samples (``retrain_epochs`` over the ``source_rows`` up to the window's end):
+    ``fine_tune_cost`` for a fine-tune, all of it for a retrain.
+    """
+    if sample_budget is not None:
+        return float(sample_budget)
+    cost = 1.0 if action == "retrain" else float(fine_tune_cost)
+    return cost * retrain_epochs * source_rows
+
+
+def prepare_fine_tune(spec: ModelSpec, window: dict[str, Any], source_uri: str, *, action: str = "fine_tune",
+                      max_epochs: int = 8, fine_tune_cost: float = 0.03, sample_budget: float | None = None,
+                      retrain_epochs: int = 4, max_replay_rows: int | None = None, validation_share: float = 0.2,
+                      patience: int = 2, data_root: str | None = None, storage_for: Any = None) -> dict[str, Any]:
+    """
+    The training table and settings of a budgeted fine-tune (or retrain) from the rows there are: a
+    :func:`plan_fine_tune` over the window's training rows and the source's older rows, the table written
+    beside the window (replay sample, the window's sampled rows, its newest ``validation_rows`` last), and the
+    ``early_stopping`` config that holds those newest rows out by ``spec.time_column`` (None when the window is
+    too small to spare them or ``patience`` is 0). ``epochs`` is a maximum: early stopping may end sooner.
+    """
+    import pandas as pd
+
+    from airflow_mlops.datasets import read_table, typed_bounds, write_table
+    from airflow_mlops.hooks.storage import get_storage
+
+    storage_for = storage_for or get_storage
+    source = read_table(source_uri, storage_for(source_uri))
+    column = spec.time_column
+    values, start, end = typed_bounds(source[column], window["start"], window["end"], spec.time_type)
+    older = source[values < start]
+    source_rows = int((values <= end).sum())
+    train = read_table(window["train_uri"], storage_for(window["train_uri"]))
+    budget = fine_tune_budget(action, source_rows, retrain_epochs, fine_tune_cost, sample_budget)
+    older_rows = len(older) if max_replay_rows is None else min(len(older), int(max_replay_rows))
+    plan = plan_fine_tune(len(train), older_rows, budget, validation_share=validation_share, max_epochs=max_epochs)
+    # The split the workers make again: newest by time, ties in key order (the table is stored in key order).
+    by_time = train.sort_values([c for c in (spec.key_column, column) if c][::-1], kind="stable")
+    validation = by_time.iloc[plan.train_rows:]
+    fit = by_time.iloc[: plan.train_rows]
+    if plan.new_rows < len(fit):
+        fit = fit.sample(n=plan.new_rows, random_state=0)
+    replay = older.sample(n=plan.replay_rows, random_state=0) if plan.replay_rows else older.iloc[:0]
+    out = window["train_uri"].replace("train_", "train_plan_")
+    order = spec.key_column or column
+    # Rows stay in time order: suites may check that keys increase.
+    write_table(pd.concat([replay, fit, validation]).sort_values(order, kind="stable").reset_index(drop=True), out,
+                storage_for(out))
+    early_stopping = None
+    if plan.validation_rows and patience > 0:
+        early_stopping = {"monitor": "val_loss", "patience": int(patience), "validation_rows": plan.validation_rows,
+                          "time_column": column, "restore_best": True}
+    return {"train_uri": out, "epochs": plan.epochs, "early_stopping": early_stopping, "action": action,
+            "sample_budget": budget, "samples": plan.samples, "train_rows": plan.train_rows,
+            "validation_rows": plan.validation_rows, "new_rows": plan.new_rows, "replay_rows": plan.replay_rows}

@@ -331,11 +331,27 @@ def continual_learning_dag(pipeline: Pipeline, *, dag_id: str | None = None, doc
         "recent_span": Param(d.get("recent_span", 0), type="number", minimum=0, title=f"Recent {unit}",
                              description=f"{unit.capitalize()} of {spec.time_column} before the window that are "
                              "learnt from too."),
-        "replay_rows": Param(d.get("replay_rows", 365), type="integer", minimum=0, title="Replay rows",
-                             description="Rows sampled (seeded) from older data against forgetting."),
-        "epochs": Param(d.get("fine_tune_epochs", 2), type="integer", minimum=1, maximum=200, title="Epochs",
-                        description="Passes over the fine-tuning rows (size them with "
-                        "airflow_mlops.continual.plan_fine_tune to the policy's fine_tune_cost)."),
+        "replay_rows": Param(d.get("replay_rows", 365), type="integer", minimum=0, title="Replay rows (most)",
+                             description="Most rows sampled (seeded) from older data against forgetting; the plan "
+                             "takes as many as the window's training rows, within the budget."),
+        "epochs": Param(d.get("fine_tune_epochs", 8), type="integer", minimum=1, maximum=200, title="Epochs (most)",
+                        description="Most passes over the rows: the plan (airflow_mlops.continual.plan_fine_tune) "
+                        "runs as many as the sample budget pays for, early stopping may end sooner."),
+        "fine_tune_cost": Param(None, type=["null", "number"], exclusiveMinimum=0, maximum=1,
+                                title="Fine-tune cost (share of a retrain)",
+                                description="Empty: the drift event's (the trigger policy's fine_tune_cost), else "
+                                f"{d.get('fine_tune_cost', 0.03)}. A fine-tune trains on at most this share of a "
+                                f"retrain's samples ({d.get('epochs', 4)} epochs over the source's rows up to the "
+                                "window's end); a retrain on all of them."),
+        "sample_budget": Param(None, type=["null", "integer"], minimum=1, title="Sample budget",
+                               description="Rows x epochs this training may use; empty: from fine_tune_cost."),
+        "validation_share": Param(0.2, type="number", exclusiveMinimum=0, exclusiveMaximum=1,
+                                  title="Early-stopping share",
+                                  description="The newest share of the window's training rows (by "
+                                  f"{spec.time_column}) held out to stop the training when their loss stops "
+                                  "improving; the best epoch is registered."),
+        "patience": Param(2, type="integer", minimum=0, title="Early-stopping patience",
+                          description="Epochs without improvement before training stops; 0: no early stopping."),
         "learning_rate": Param(d.get("fine_tune_learning_rate", 0.001), type="number", exclusiveMinimum=0,
                                title="Learning rate", description="AdamW learning rate of the fine-tune."),
         "processes": Param(1, type="integer", minimum=1, maximum=64, title="Processes per node",
@@ -361,12 +377,23 @@ def continual_learning_dag(pipeline: Pipeline, *, dag_id: str | None = None, doc
                     extra = dict(events[-1].extra or {})
             return resolve(spec, pipeline.source_uri, params, extra)
 
-        @task(task_id="add_replay")
-        def add_replay(window: dict, request: dict, params: dict) -> str:
-            """A seeded sample of rows older than the window, appended to the training rows (rehearsal)."""
-            from airflow_mlops.continual import add_replay as replay
+        @task(task_id="plan_training")
+        def plan_training(window: dict, request: dict, params: dict) -> dict:
+            """The budgeted plan from the rows there are: replay sample, epochs, the newest rows for early stopping."""
+            from airflow_mlops.continual import prepare_fine_tune
 
-            return replay(spec, window, request["source_uri"], int(params["replay_rows"]), pipeline.data_root)
+            cost = params.get("fine_tune_cost") or request.get("fine_tune_cost") or d.get("fine_tune_cost", 0.03)
+            budget = params.get("sample_budget")
+            return prepare_fine_tune(
+                spec, window, request["source_uri"], action=request["action"], max_epochs=int(params["epochs"]),
+                fine_tune_cost=float(cost), sample_budget=None if budget in (None, "") else float(budget),
+                retrain_epochs=int(d.get("epochs", 4)), max_replay_rows=int(params["replay_rows"]),
+                validation_share=float(params["validation_share"]), patience=int(params["patience"]),
+                data_root=pipeline.data_root,
+            )
+
+        def planned(key: str) -> str:
+            return f"{{{{ ti.xcom_pull(task_ids='plan_training')['{key}'] }}}}"
 
         req = resolve_request()
         start_run = StartMlflowRunOperator(
@@ -379,19 +406,22 @@ def continual_learning_dag(pipeline: Pipeline, *, dag_id: str | None = None, doc
             end=request("train_end"), holdout_fraction=0.2, allowed_root=pipeline.data_root,
             min_rows=d.get("min_rows", 50), multiple_outputs=True,
         )
-        train_uri = add_replay(window.output, req)
+        plan = plan_training(window.output, req)
         lifecycle = ModelLifecycle(
-            pipeline, train_uri=train_uri, eval_uri=window.output["holdout_uri"], mlflow_run_id=start_run.output,
-            training={"epochs": "{{ params.epochs }}", "learning_rate": "{{ params.learning_rate }}",
-                      "nproc_per_node": "{{ params.processes }}"},
+            pipeline, train_uri=planned("train_uri"), eval_uri=window.output["holdout_uri"],
+            mlflow_run_id=start_run.output,
+            training={"epochs": planned("epochs"), "learning_rate": "{{ params.learning_rate }}",
+                      "nproc_per_node": "{{ params.processes }}", "early_stopping": planned("early_stopping")},
             init_checkpoint_uri=request("init_checkpoint_uri"),
             parent_version=request("parent_version"),
-            hyperparameters={"action": request("action"), "epochs": "{{ params.epochs }}",
-                             "learning_rate": "{{ params.learning_rate }}", "replay_rows": "{{ params.replay_rows }}",
+            hyperparameters={"action": request("action"), "max_epochs": planned("epochs"),
+                             "learning_rate": "{{ params.learning_rate }}", "replay_rows": planned("replay_rows"),
+                             "new_rows": planned("new_rows"), "sample_budget": planned("sample_budget"),
+                             "early_stopping": planned("early_stopping"),
                              "window": [request("train_start"), request("train_end")]},
             gate={"thresholds": {spec.gate_metric: f"{{{{ params.{gate_name} }}}}"}, "min_improvement": 0.0},
         )
-        chain(req, start_run, window, train_uri, lifecycle.first)
+        chain(req, start_run, window, plan, lifecycle.first)
     return dag
 
 
@@ -505,7 +535,9 @@ def drift_monitor_dag(pipeline: Pipeline, *, policy: dict[str, Any], dag_id: str
             drift=drift.output, performance=performance.output, policy=policy, state_uri="{{ params.state_uri }}",
             allowed_root=pipeline.data_root, mlflow_run_id=start_run.output,
             event_extra={"source_uri": "{{ params.source_uri }}", "window_start": window_start,
-                         "window_end": window_end, "monitor_run": "{{ dag.dag_id }}/{{ run_id }}"},
+                         "window_end": window_end, "monitor_run": "{{ dag.dag_id }}/{{ run_id }}",
+                         # continual learning sizes its fine-tune to it
+                         **({"fine_tune_cost": policy["fine_tune_cost"]} if "fine_tune_cost" in policy else {})},
             outlets=[model_assets["drift"]],
         )
         chain(start_run, [reference, current])

@@ -142,3 +142,16 @@ def test_shifted_window_fine_tunes_the_champion_and_a_quiet_one_does_not(airflow
     assert mv.tags["lineage.parent.version"] == str(champion.version)
     assert '"action":"fine_tune"' in mv.tags["lineage.hyperparameters"]
     assert mv.tags["lineage.checkpoint.uri"] != champion.tags["lineage.checkpoint.uri"]
+    # The training followed the budgeted plan: epochs as a maximum, early stopping on the window's newest rows.
+    plan = _xcom(dr, "plan_training")
+    assert 1 <= plan["epochs"] <= 2 and plan["samples"] <= plan["sample_budget"], plan
+    assert plan["validation_rows"] > 0 and plan["early_stopping"]["time_column"] == "date", plan
+    trained = _xcom(dr, "train")
+    stop = trained["extra"]["early_stopping"]
+    assert stop["monitor"] == "stop_val_loss" and stop["validation_rows"] == plan["validation_rows"], stop
+    assert stop["reason"] in ("no_improvement", "max_epochs") and 1 <= stop["best_epoch"] <= stop["epochs_run"]
+    assert trained["checkpoint_uri"] == mv.tags["lineage.checkpoint.uri"] == trained["best_checkpoint_uri"]
+    run = client.get_run(trained["mlflow_run_id"])
+    assert run.data.tags["mlops.early_stopping.reason"] == stop["reason"]
+    assert run.data.metrics["early_stopping.best_epoch"] == stop["best_epoch"]
+    assert '"early_stopping":{' in mv.tags["lineage.hyperparameters"].replace(" ", "")

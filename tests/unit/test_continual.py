@@ -31,3 +31,64 @@ def test_plan_table(window, older, budget, expected):
 def test_plan_rejects_nonsense(window, older, budget):
     with pytest.raises(MlopsConfigurationError):
         plan_fine_tune(window, older, budget)
+
+
+@pytest.mark.parametrize(("action", "budget", "expected"), [
+    ("fine_tune", None, 0.03 * 4 * 1000), ("retrain", None, 4 * 1000), ("fine_tune", 500, 500)])
+def test_budget_is_a_share_of_a_retrain(action, budget, expected):
+    from airflow_mlops.continual import fine_tune_budget
+
+    assert fine_tune_budget(action, 1000, 4, 0.03, budget) == pytest.approx(expected)
+
+
+def _source(tmp_path):
+    """Numeric batches 1..10 of 60 rows each (ties in time), keys in time order, stored shuffled."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    rows = 600
+    df = pd.DataFrame({"row_id": np.arange(rows), "batch": np.repeat(np.arange(1, 11), 60),
+                       "x": rng.normal(size=rows), "y": rng.integers(0, 2, rows)})
+    path = tmp_path / "source.csv"
+    df.sample(frac=1.0, random_state=1).to_csv(path, index=False)
+    return str(path)
+
+
+@pytest.mark.parametrize(("budget", "patience"), [(None, 2), (200, 2), (None, 0)])
+def test_prepare_fine_tune_writes_the_plan_and_the_workers_split_finds_its_newest_rows(tmp_path, budget, patience):
+    import pandas as pd
+
+    from airflow_mlops.continual import prepare_fine_tune
+    from airflow_mlops.datasets import WindowSpec, cut_window
+    from airflow_mlops.spec import ModelSpec
+    from airflow_mlops.training.config import DatasetSpec, TrainingConfig
+    from airflow_mlops.training.early_stopping import split_newest
+
+    spec = ModelSpec.from_dict({"name": "m", "task": "binary", "features": ["x"], "target": "y",
+                                "time_column": "batch", "time_type": "numeric", "key_column": "row_id"})
+    source = _source(tmp_path)
+    cut = cut_window(WindowSpec(source_uri=source, time_column="batch", start=9, end=10, key_column="row_id",
+                                time_type="numeric"), str(tmp_path / "w"))
+    window = {"start": 9, "end": 10, "train_uri": cut.train_uri}
+    out = prepare_fine_tune(spec, window, source, max_epochs=8, fine_tune_cost=0.1, sample_budget=budget,
+                            retrain_epochs=4, max_replay_rows=300, patience=patience)
+    plan = plan_fine_tune(cut.train_rows, 300, 0.1 * 4 * 600 if budget is None else budget)
+    assert (out["epochs"], out["validation_rows"], out["new_rows"], out["replay_rows"]) == (
+        plan.epochs, plan.validation_rows, plan.new_rows, plan.replay_rows)
+    assert out["samples"] <= max(out["sample_budget"], out["new_rows"] + out["replay_rows"])
+    table = pd.read_csv(out["train_uri"])
+    assert len(table) == plan.replay_rows + plan.new_rows + plan.validation_rows
+    assert list(table["row_id"]) == sorted(table["row_id"])  # stored in key order
+    assert (table["batch"] < 9).sum() == plan.replay_rows
+    # What the workers hold out is exactly the window's newest training rows (time, then key among ties).
+    window_rows = pd.read_csv(cut.train_uri).sort_values(["batch", "row_id"])
+    _, held_out = split_newest(table, plan.validation_rows, "batch")
+    assert list(held_out["row_id"]) == list(window_rows["row_id"].tail(plan.validation_rows))
+    if patience == 0:
+        assert out["early_stopping"] is None
+        return
+    cfg = TrainingConfig(dataset=DatasetSpec(train_uri=out["train_uri"], target_column="y", feature_columns=["x"]),
+                         checkpoint_dir=str(tmp_path / "c"), output_dir=str(tmp_path / "o"),
+                         checkpoint={"keep_best": 0}, epochs=out["epochs"], early_stopping=out["early_stopping"])
+    assert cfg.early_stopping.validation_rows == plan.validation_rows and cfg.early_stopping.time_column == "batch"

@@ -16,6 +16,7 @@ from airflow_mlops.training.config import (
     DEFAULT_MODEL_FACTORY,
     CheckpointPolicy,
     DatasetSpec,
+    EarlyStopping,
     TrainingConfig,
 )
 from airflow_mlops.training.launcher import TorchrunLauncher
@@ -69,6 +70,9 @@ class DistributedTrainingOperator(HooksMixin, BaseOperator):
     :param checkpoint_base: root of default checkpoint folders (templated); default env ``MLOPS_CHECKPOINT_BASE``,
         else ``$AIRFLOW_HOME/mlops/checkpoints``.
     :param checkpoint_policy: :class:`~airflow_mlops.training.config.CheckpointPolicy` or its dict (templated).
+    :param early_stopping: :class:`~airflow_mlops.training.config.EarlyStopping` or its dict (templated), e.g.
+        ``{"patience": 2, "validation_share": 0.2, "time_column": "date"}``: ``epochs`` becomes a maximum, the
+        newest rows are held out and the best epoch's checkpoint is the result; None: every epoch runs.
     :param init_checkpoint_uri: start from this checkpoint's weights when the run has none yet (templated).
     :param protected_checkpoints: checkpoint URIs retention never deletes (templated).
     :param protect_registered_model: registered model whose versions' checkpoints (lineage tag
@@ -92,11 +96,12 @@ class DistributedTrainingOperator(HooksMixin, BaseOperator):
     template_fields: Sequence[str] = (
         "train_uri", "target_column", "feature_columns", "eval_uri", "learning_task", "strategy", "model_factory",
         "model_kwargs", "epochs", "batch_size", "learning_rate", "seed", "nproc_per_node", "nnodes", "node_rank",
-        "rdzv_endpoint", "checkpoint_dir", "checkpoint_base", "checkpoint_policy", "init_checkpoint_uri",
+        "rdzv_endpoint", "checkpoint_dir", "checkpoint_base", "checkpoint_policy", "early_stopping", "init_checkpoint_uri",
         "protected_checkpoints", "protect_registered_model", "training_options", "mlflow_run_id", "experiment_name", "pythonpath",
         "timeout_s", "aws_conn_id",
     )
-    template_fields_renderers = {"model_kwargs": "json", "checkpoint_policy": "json", "training_options": "json"}
+    template_fields_renderers = {"model_kwargs": "json", "checkpoint_policy": "json", "early_stopping": "json",
+                                 "training_options": "json"}
     operator_extra_links = (MlflowRunLink(),)
     ui_color = "#f5d6c6"
 
@@ -122,6 +127,7 @@ class DistributedTrainingOperator(HooksMixin, BaseOperator):
         checkpoint_dir: str | None = None,
         checkpoint_base: str | None = None,
         checkpoint_policy: CheckpointPolicy | dict[str, Any] | None = None,
+        early_stopping: EarlyStopping | dict[str, Any] | None = None,
         init_checkpoint_uri: str | None = None,
         protected_checkpoints: list[str] | None = None,
         protect_registered_model: str | None = None,
@@ -155,6 +161,7 @@ class DistributedTrainingOperator(HooksMixin, BaseOperator):
         self.checkpoint_dir = checkpoint_dir
         self.checkpoint_base = checkpoint_base
         self.checkpoint_policy = checkpoint_policy
+        self.early_stopping = early_stopping
         self.init_checkpoint_uri = init_checkpoint_uri
         self.protected_checkpoints = protected_checkpoints
         self.protect_registered_model = protect_registered_model
@@ -209,6 +216,14 @@ class DistributedTrainingOperator(HooksMixin, BaseOperator):
         }
         if policy is not None:
             fields["checkpoint"] = policy
+        early_stopping = self.early_stopping
+        if isinstance(early_stopping, str):
+            # A DAG that renders templates as text hands over the dict's repr (or "None").
+            import ast
+
+            early_stopping = ast.literal_eval(early_stopping) if early_stopping.strip() else None
+        if early_stopping:
+            fields["early_stopping"] = early_stopping
         fields.update(self.training_options or {})
         return TrainingConfig.from_dict(fields)
 
@@ -269,6 +284,11 @@ class DistributedTrainingOperator(HooksMixin, BaseOperator):
         out["checkpoint_dir"] = config.checkpoint_dir
         self.log.info("Training done: %d steps, metrics %s, checkpoint %s", result.steps, result.metrics,
                       result.checkpoint_uri)
+        stop = result.extra.get("early_stopping")
+        if stop:
+            self.log.info("Early stopping: %s after %s epoch(s) of at most %d; best %s %s at epoch %s (kept: %s)",
+                          stop.get("reason"), stop.get("epochs_run"), config.epochs, stop.get("monitor"),
+                          stop.get("best"), stop.get("best_epoch"), stop.get("restore_best"))
         return out
 
     def on_kill(self) -> None:

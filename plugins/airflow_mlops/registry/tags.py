@@ -41,6 +41,12 @@ RUN_EVAL_DIGEST = "mlops.eval_digest"
 POLICY_ACTION = "mlops.policy.action"  # on a monitoring run: what the trigger policy decided for the window
 POLICY_SIGNALS = "mlops.policy.signals"
 POLICY_REASON = "mlops.policy.reason"
+EARLY_STOP_REASON = "mlops.early_stopping.reason"  # on a training run: no_improvement | max_epochs | max_steps
+EARLY_STOP_MONITOR = "mlops.early_stopping.monitor"  # the metric it watched, e.g. stop_val_loss
+EARLY_STOP_BEST_EPOCH = "early_stopping.best_epoch"  # metrics of a training run
+EARLY_STOP_STOPPED_EPOCH = "early_stopping.stopped_epoch"  # only when it stopped early
+EARLY_STOP_EPOCHS_RUN = "early_stopping.epochs_run"
+EARLY_STOP_BEST = "early_stopping.best"
 WINDOW_START = "window_start"  # params of a monitoring run
 WINDOW_END = "window_end"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from airflow_mlops.training.config import (
     CheckpointPolicy,
     DatasetSpec,
+    EarlyStopping,
     LrSchedule,
     MonitorMode,
     Strategy,
@@ -15,6 +16,7 @@ from airflow_mlops.training.config import (
 __all__ = [
     "CheckpointPolicy",
     "DatasetSpec",
+    "EarlyStopping",
     "LrSchedule",
     "MonitorMode",
     "Strategy",

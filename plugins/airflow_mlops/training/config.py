@@ -11,10 +11,11 @@ from typing import Any
 from airflow_mlops.checkpoints.policy import CheckpointPolicy, MonitorMode, enum_value, positive_int
 from airflow_mlops.exceptions import MlopsConfigurationError, explain
 from airflow_mlops.factories import DEFAULT_MODEL_FACTORY, check_dangerous
-from airflow_mlops.tasks import Task
+from airflow_mlops.tasks import Task, metric_mode
 
 __all__ = [
-    "DEFAULT_MODEL_FACTORY", "CheckpointPolicy", "DatasetSpec", "LrSchedule", "MonitorMode", "Strategy", "Task", "TrainingConfig",
+    "DEFAULT_MODEL_FACTORY", "CheckpointPolicy", "DatasetSpec", "EarlyStopping", "LrSchedule", "MonitorMode",
+    "Strategy", "Task", "TrainingConfig",
 ]
 
 _FACTORY_RE = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
@@ -87,6 +88,84 @@ class DatasetSpec:
 
 
 @dataclass(kw_only=True)
+class EarlyStopping:
+    """
+    Stop training once the monitored metric has not improved for ``patience`` epochs, and keep the best epoch.
+
+    With ``validation_share`` or ``validation_rows`` the newest rows of the training table (by ``time_column``,
+    else in table order) are held out of training and evaluated after every epoch: a time split inside the new
+    data, apart from the evaluation set (``eval_uri``) that gates the model. Their metrics are logged as
+    ``stop_<metric>`` (``stop_val_loss``). Without a split, ``monitor`` is read from the evaluation set's
+    metrics (``val_loss``) or the training loss (``train_loss``).
+
+    :param monitor: the metric, e.g. ``val_loss`` or ``val_auc`` (of the split when there is one).
+    :param mode: ``min`` or ``max``; by default the metric's usual direction (losses and errors: ``min``).
+    :param patience: epochs without an improvement of more than ``min_delta`` before training stops.
+    :param min_delta: the smallest change that counts as an improvement (in the metric's units).
+    :param validation_share: share of the training rows, the newest ones, held out for early stopping.
+    :param validation_rows: the same as a row count (exclusive with ``validation_share``).
+    :param time_column: the column whose newest values make the split; None: the table is in time order.
+    :param restore_best: the run's result (and so the registered model) is the best epoch's checkpoint, which
+        retention keeps and which is written even when the checkpoint policy would not save that epoch;
+        ``False``: the last epoch's weights.
+    """
+
+    monitor: str = "val_loss"
+    mode: MonitorMode | None = None
+    patience: int = 2
+    min_delta: float = 0.0
+    validation_share: float | None = None
+    validation_rows: int | None = None
+    time_column: str | None = None
+    restore_best: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.monitor, str) or not self.monitor:
+            raise MlopsConfigurationError(explain("early_stopping.monitor is empty",
+                                                  expected="a metric name such as val_loss", received=self.monitor))
+        self.mode = metric_mode(self.monitor, None if self.mode is None else enum_value(MonitorMode, self.mode,
+                                                                                          "early_stopping.mode"))
+        positive_int(self.patience, "early_stopping.patience")
+        if isinstance(self.min_delta, bool) or not isinstance(self.min_delta, int | float) or not (
+            math.isfinite(self.min_delta) and self.min_delta >= 0
+        ):
+            raise MlopsConfigurationError(explain("early_stopping.min_delta is out of range",
+                                                  expected="a finite number >= 0", received=self.min_delta))
+        self.min_delta = float(self.min_delta)
+        if self.validation_share is not None and self.validation_rows is not None:
+            raise MlopsConfigurationError(
+                explain("The early-stopping split is given twice", expected="validation_share or validation_rows",
+                        received={"validation_share": self.validation_share,
+                                  "validation_rows": self.validation_rows})
+            )
+        if self.validation_share is not None:
+            share = self.validation_share
+            if isinstance(share, bool) or not isinstance(share, int | float) or not 0 < share < 1:
+                raise MlopsConfigurationError(explain("early_stopping.validation_share is out of range",
+                                                      expected="0 < share < 1", received=share))
+            self.validation_share = float(share)
+        if self.validation_rows is not None:
+            positive_int(self.validation_rows, "early_stopping.validation_rows")
+        if self.time_column is not None and (not isinstance(self.time_column, str) or not self.time_column):
+            raise MlopsConfigurationError(explain("early_stopping.time_column is empty",
+                                                  expected="a column name or None", received=self.time_column))
+        self.restore_best = bool(self.restore_best)
+
+    @property
+    def splits(self) -> bool:
+        """Whether the newest training rows are held out for early stopping."""
+        return self.validation_share is not None or self.validation_rows is not None
+
+    def validation_count(self, rows: int) -> int:
+        """How many of ``rows`` training rows are held out (0 without a split)."""
+        if self.validation_rows is not None:
+            return self.validation_rows
+        if self.validation_share is not None:
+            return int(rows * self.validation_share)
+        return 0
+
+
+@dataclass(kw_only=True)
 class TrainingConfig:
     """
     One distributed training run.
@@ -101,6 +180,8 @@ class TrainingConfig:
     :param init_checkpoint_uri: start from these weights (fine-tuning) when the run has no checkpoint yet.
     :param max_steps: stop after this many optimizer steps (all epochs when None).
     :param protected_checkpoints: checkpoint URIs retention never deletes (e.g. ones a registered model uses).
+    :param early_stopping: stop when the monitored metric stops improving and keep the best epoch
+        (:class:`EarlyStopping`); ``epochs`` is then the most the run trains.
     """
 
     dataset: DatasetSpec
@@ -129,12 +210,20 @@ class TrainingConfig:
     protected_checkpoints: list[str] = field(default_factory=list)
     log_every_n_steps: int | None = None
     log_interval_s: float = 10.0
+    early_stopping: EarlyStopping | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.dataset, dict):
             self.dataset = DatasetSpec(**self.dataset)
         if isinstance(self.checkpoint, dict):
             self.checkpoint = CheckpointPolicy(**self.checkpoint)
+        if isinstance(self.early_stopping, dict):
+            _check_keys(EarlyStopping, self.early_stopping, "early_stopping")
+            self.early_stopping = _build(EarlyStopping, self.early_stopping)
+        if self.early_stopping is not None and not isinstance(self.early_stopping, EarlyStopping):
+            raise MlopsConfigurationError(explain("early_stopping has the wrong type",
+                                                  expected="EarlyStopping, dict or None",
+                                                  received=type(self.early_stopping)))
         if not isinstance(self.dataset, DatasetSpec):
             raise MlopsConfigurationError(
                 explain("dataset has the wrong type", expected="DatasetSpec or dict", received=type(self.dataset))
@@ -218,6 +307,19 @@ class TrainingConfig:
                     hint="set eval_uri, or monitor='train_loss', or keep_best=0.",
                 )
             )
+        stop = self.early_stopping
+        if stop is not None and not stop.splits and self.dataset.eval_uri is None and stop.monitor != "train_loss":
+            raise MlopsConfigurationError(
+                explain("Early stopping monitors a validation metric but there are no validation rows",
+                        expected="early_stopping.validation_share or validation_rows, or dataset.eval_uri",
+                        received={"monitor": stop.monitor, "eval_uri": None},
+                        hint="hold out the newest rows (validation_share=0.2, time_column=...), or monitor "
+                        "'train_loss'.")
+            )
+        if stop is not None and stop.time_column == self.dataset.target_column:
+            raise MlopsConfigurationError(explain("early_stopping.time_column is the target",
+                                                  expected="the table's time column",
+                                                  received=stop.time_column))
 
     @property
     def world_size(self) -> int:
@@ -252,6 +354,9 @@ class TrainingConfig:
         if isinstance(data.get("checkpoint"), dict):
             _check_keys(CheckpointPolicy, data["checkpoint"], "checkpoint")
             data["checkpoint"] = _build(CheckpointPolicy, data["checkpoint"])
+        if isinstance(data.get("early_stopping"), dict):
+            _check_keys(EarlyStopping, data["early_stopping"], "early_stopping")
+            data["early_stopping"] = _build(EarlyStopping, data["early_stopping"])
         return _build(cls, data)
 
 

@@ -24,6 +24,9 @@ from airflow_mlops.checkpoints.sharded import DCP_DIRNAME, load_sharded, save_sh
 from airflow_mlops.exceptions import CheckpointError, TrackingUnavailableError, explain
 from airflow_mlops.training.config import LrSchedule, Strategy, Task, TrainingConfig
 from airflow_mlops.training.data import read_table, to_tensors
+from airflow_mlops.training.early_stopping import STOP_PREFIX, StopState, monitored_key, split_newest
+from airflow_mlops.training.early_stopping import finish as finish_stopping
+from airflow_mlops.training.early_stopping import update as update_stopping
 from airflow_mlops.training.models import build_model, factory_parameters, resolve_factory
 from airflow_mlops.training.result import TrainingResult, write_result
 
@@ -191,6 +194,7 @@ class MetricsSink:
         self.enabled = bool(enabled and run_id and self.endpoint)
         self._client: Any = None
         self._pending: list[Any] = []
+        self._pending_tags: dict[str, str] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -216,6 +220,14 @@ class MetricsSink:
             self._thread.start()
         self._wake.set()
 
+    def set_tags(self, tags: dict[str, str]) -> None:
+        """Tags on the run, sent with the next batch of metrics."""
+        if not self.enabled:
+            return
+        with self._lock:
+            self._pending_tags.update({k: str(v)[:5000] for k, v in tags.items()})
+        self.log({}, 0)
+
     def _loop(self) -> None:
         attempt = 0
         while not self._stop.is_set():
@@ -235,14 +247,17 @@ class MetricsSink:
         """Send what is pending; False when MLflow did not take it (it stays pending)."""
         with self._lock:
             batch = list(self._pending[: self._BATCH])
-        if not batch or not self.enabled:
+            tags = dict(self._pending_tags)
+        if (not batch and not tags) or not self.enabled:
             return True
         try:
             if self._client is None:
                 from mlflow import MlflowClient
 
                 self._client = MlflowClient(tracking_uri=self.endpoint)
-            self._client.log_batch(self.run_id, metrics=batch)
+            from mlflow.entities import RunTag
+
+            self._client.log_batch(self.run_id, metrics=batch, tags=[RunTag(k, v) for k, v in tags.items()])
         except Exception as exc:  # noqa: BLE001 - judged below
             if not _transient_tracking_error(exc):
                 log.warning("MLflow at %s refused the metrics; metric logging is off for this run: %s",
@@ -257,6 +272,9 @@ class MetricsSink:
             return False
         with self._lock:
             del self._pending[: len(batch)]
+            for key in tags:
+                if self._pending_tags.get(key) == tags[key]:
+                    del self._pending_tags[key]
         if self.down_since is not None:
             log.warning("MLflow at %s answers again after %.0fs", self.endpoint, time.monotonic() - self.down_since)
             self.down_since = None
@@ -275,7 +293,7 @@ class MetricsSink:
         self._thread = None
         budget = mlflow_budget_s()
         attempt = 0
-        while self.enabled and self._pending:
+        while self.enabled and (self._pending or self._pending_tags):
             if self._flush_once():
                 continue
             away = time.monotonic() - (self.down_since or time.monotonic())
@@ -315,6 +333,8 @@ class Trainer:
         self.last_saved_step = -1
         self.val_metrics: dict[str, float] = {}
         self.val_step = -1
+        self.stop_metrics: dict[str, float] = {}  # metrics of the early-stopping rows, ``stop_*``
+        self.stop_state = StopState()
         self.checkpoints_written = 0
         self.checkpoint_stall_s = 0.0  # time the training loop waited on checkpoints
         self.eval_s = 0.0
@@ -338,7 +358,14 @@ class Trainer:
     def _load_data(self) -> None:
         cfg = self.cfg
         loading = time.perf_counter()
-        self.x, self.y = to_tensors(read_table(cfg.dataset.train_uri), cfg.dataset, cfg.task, cfg.dataset.train_uri)
+        table = read_table(cfg.dataset.train_uri)
+        self.xs = self.ys = None
+        stop = cfg.early_stopping
+        if stop is not None and stop.splits:
+            # A time split: the newest rows judge the epochs, the older ones are learnt from.
+            table, newest = split_newest(table, stop.validation_count(len(table)), stop.time_column)
+            self.xs, self.ys = to_tensors(newest, cfg.dataset, cfg.task, cfg.dataset.train_uri)
+        self.x, self.y = to_tensors(table, cfg.dataset, cfg.task, cfg.dataset.train_uri)
         self.xe = self.ye = None
         if cfg.dataset.eval_uri:
             self.xe, self.ye = to_tensors(read_table(cfg.dataset.eval_uri), cfg.dataset, cfg.task,
@@ -349,8 +376,9 @@ class Trainer:
         self.total_steps = cfg.epochs * self.steps_per_epoch
         if cfg.max_steps is not None:
             self.total_steps = min(self.total_steps, cfg.max_steps)
-        self.say("Data loaded: %d training rows x %d features from %s%s in %.1fs", self.n, self.x.shape[1],
+        self.say("Data loaded: %d training rows x %d features from %s%s%s in %.1fs", self.n, self.x.shape[1],
                  cfg.dataset.train_uri, f", {len(self.xe)} evaluation rows" if self.xe is not None else "",
+                 f", its newest {len(self.xs)} rows held out for early stopping" if self.xs is not None else "",
                  time.perf_counter() - loading)
 
     def _model_spec(self, found: CheckpointInfo | None, init_manifest: dict[str, Any] | None) -> dict[str, Any]:
@@ -461,6 +489,13 @@ class Trainer:
         self.epoch = int(trainer["epoch"])
         self.batch_index = int(trainer["batch_index"])
         self.val_metrics = dict(trainer.get("val_metrics") or {})
+        self.stop_metrics = dict(trainer.get("stop_metrics") or {})
+        self.stop_state = StopState.from_dict(trainer.get("early_stopping"))
+        if self.stop_state.best_epoch:
+            self.say("Early stopping resumes: best %s %.6g at epoch %d, %d epoch(s) without improvement%s",
+                     monitored_key(self.cfg.early_stopping) if self.cfg.early_stopping else "metric",
+                     self.stop_state.best, self.stop_state.best_epoch, self.stop_state.bad_epochs,
+                     f", stopped after epoch {self.stop_state.stopped_epoch}" if self.stop_state.stopped else "")
         if int(trainer["world_size"]) == ctx.world_size:
             self.loss_sum, self.loss_count = trainer["loss_sums"][ctx.rank]
             ckpt_state.restore_rng(trainer["rng"][ctx.rank])
@@ -476,18 +511,25 @@ class Trainer:
 
     # ---- evaluation ---------------------------------------------------------------------------------------
     def evaluate(self) -> dict[str, float]:
-        if self.xe is None or self.ye is None:
+        """Metrics of the evaluation set (``val_*``); collective."""
+        return self._timed_evaluate(self.xe, self.ye)
+
+    def evaluate_stop(self) -> dict[str, float]:
+        """Metrics of the early-stopping rows (``stop_val_*``); collective."""
+        return {STOP_PREFIX + k: v for k, v in self._timed_evaluate(self.xs, self.ys).items()}
+
+    def _timed_evaluate(self, x: torch.Tensor | None, y: torch.Tensor | None) -> dict[str, float]:
+        if x is None or y is None:
             return {}
         started = time.perf_counter()
         try:
-            return self._evaluate()
+            return self._evaluate(x, y)
         finally:
             self.eval_s += time.perf_counter() - started
 
     @torch.no_grad()
-    def _evaluate(self) -> dict[str, float]:
-        assert self.xe is not None and self.ye is not None
-        ctx, n = self.ctx, len(self.xe)
+    def _evaluate(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        ctx, n = self.ctx, len(x)
         per_rank = math.ceil(n / ctx.world_size)
         # Padding repeats rows like DistributedSampler, so every rank runs the same number of forwards (FSDP).
         idx = torch.arange(ctx.rank, per_rank * ctx.world_size, ctx.world_size) % n
@@ -495,13 +537,13 @@ class Trainer:
         outs = []
         for start in range(0, per_rank, self.cfg.eval_batch_size):
             b = idx[start:start + self.cfg.eval_batch_size]
-            outs.append(_outputs(self.cfg.task, self.model(self.xe[b].to(ctx.device))).float().cpu())
+            outs.append(_outputs(self.cfg.task, self.model(x[b].to(ctx.device))).float().cpu())
         self.model.train()
         local = torch.cat(outs).to(ctx.device)
         gathered = [torch.empty_like(local) for _ in range(ctx.world_size)]
         dist.all_gather(gathered, local)
         all_out = torch.stack(gathered, 1).reshape(per_rank * ctx.world_size, *local.shape[1:])[:n].cpu()
-        return eval_metrics(self.cfg.task, all_out, self.ye)
+        return eval_metrics(self.cfg.task, all_out, y)
 
     def _global_train_loss(self) -> float:
         t = torch.tensor([self.loss_sum, float(self.loss_count)], dtype=torch.float64, device=self.ctx.device)
@@ -517,7 +559,8 @@ class Trainer:
         trainer: dict[str, Any] = {
             "step": self.step, "epoch": epoch, "batch_index": batch_index, "world_size": ctx.world_size,
             "scheduler": self.scheduler.state_dict(), "rng": rng, "loss_sums": sums,
-            "val_metrics": dict(self.val_metrics),
+            "val_metrics": dict(self.val_metrics), "stop_metrics": dict(self.stop_metrics),
+            "early_stopping": self.stop_state.to_dict(),
         }
         meta = {
             "layout": ckpt_state.LAYOUT_SHARDED if cfg.strategy is Strategy.FSDP else ckpt_state.LAYOUT_FULL,
@@ -528,6 +571,10 @@ class Trainer:
             "data_position": {"epoch": epoch, "batch_index": batch_index},
             "torch_version": torch.__version__,
         }
+        if cfg.early_stopping is not None:
+            # Readable without torch: what the stopper had seen when this checkpoint was taken.
+            meta["early_stopping"] = {"monitor": monitored_key(cfg.early_stopping), **self.stop_state.to_dict()}
+        keep = self._best_epoch_uri()
         clean_metrics = {k: v for k, v in _finite(metrics).items() if v is not None}
         step = self.step
         if cfg.strategy is Strategy.FSDP:
@@ -539,7 +586,7 @@ class Trainer:
             if ctx.is_main:
                 assert staged is not None
                 staged.save_torch(ckpt_state.TRAINER_FILE, trainer)
-                self._finish_save(staged, epoch, clean_metrics, meta)
+                self._finish_save(staged, epoch, clean_metrics, meta, keep)
             return
         from torch.distributed.checkpoint.state_dict import (
             StateDictOptions,
@@ -564,17 +611,25 @@ class Trainer:
             except BaseException:
                 self.manager.discard(staged)  # a full disk gets its space back; committed checkpoints stay
                 raise
-            return self._finish_save(staged, epoch, clean_metrics, meta)
+            return self._finish_save(staged, epoch, clean_metrics, meta, keep)
 
         if cfg.checkpoint.async_save:
             self.saver.submit(write)
         else:
             write()
 
-    def _finish_save(self, staged: Any, epoch: int, metrics: dict[str, float], meta: dict[str, Any]) -> CheckpointInfo:
+    def _best_epoch_uri(self) -> str | None:
+        """The best epoch's checkpoint when the run keeps it (early stopping with ``restore_best``)."""
+        stop = self.cfg.early_stopping
+        if stop is None or not stop.restore_best or self.stop_state.best_step < 0:
+            return None
+        return self.manager.uri_for(self.stop_state.best_step)
+
+    def _finish_save(self, staged: Any, epoch: int, metrics: dict[str, float], meta: dict[str, Any],
+                     keep: str | None = None) -> CheckpointInfo:
         info = self.manager.commit(staged, epoch=epoch, metrics=metrics, meta=meta)
         self.last_saved = info
-        protected = [p for p in [self.resumed_from, *self.cfg.protected_checkpoints] if p]
+        protected = [p for p in [self.resumed_from, keep, *self.cfg.protected_checkpoints] if p]
         self.manager.apply_retention(protected=protected)
         return info
 
@@ -584,13 +639,72 @@ class Trainer:
             self.val_step != self.step
         ):
             self.val_metrics, self.val_step = self.evaluate(), self.step
-        metrics = dict(self.val_metrics)
+        metrics = {**self.val_metrics, **self.stop_metrics}
         metrics["train_loss"] = train_loss if train_loss is not None else self._global_train_loss()
         started = time.perf_counter()
         self.save(epoch=epoch, batch_index=batch_index, metrics=metrics)
         self.checkpoint_stall_s += time.perf_counter() - started
         self.checkpoints_written += 1
         self.last_saved_step = self.step
+
+    # ---- early stopping -----------------------------------------------------------------------------------
+    def _early_stopping_epoch(self, train_loss: float) -> bool:
+        """
+        Collective, at the end of an epoch: evaluate the early-stopping rows, update the stopper and say whether
+        this epoch is the new best. The value is all-reduced, so every rank takes the same decision (a rank that
+        stopped alone would leave the others waiting in a collective).
+        """
+        stop = self.cfg.early_stopping
+        if stop is None:
+            return False
+        self.stop_metrics = self.evaluate_stop()
+        key = monitored_key(stop)
+        value = {"train_loss": train_loss, **self.val_metrics, **self.stop_metrics}.get(key)
+        if value is None:
+            from airflow_mlops.exceptions import MlopsConfigurationError
+
+            raise MlopsConfigurationError(
+                explain("Early stopping monitors a metric the run does not compute", expected=key,
+                        received=sorted({"train_loss", *self.val_metrics, *self.stop_metrics}),
+                        hint="monitor one of these (val_* names the metrics of the task).")
+            )
+        t = torch.tensor([float(value)], dtype=torch.float64, device=self.ctx.device)
+        dist.all_reduce(t)
+        agreed = float(t[0]) / self.ctx.world_size
+        self.stop_state = update_stopping(stop, self.stop_state, agreed, epoch=self.epoch, step=self.step)
+        flag = torch.tensor([1 if self.stop_state.stopped else 0], device=self.ctx.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        if bool(flag.item()) != self.stop_state.stopped:  # pragma: no cover - would mean ranks diverged
+            raise RuntimeError(f"rank {self.ctx.rank} disagrees on early stopping at epoch {self.epoch}")
+        return stop.restore_best and self.stop_state.best_epoch == self.epoch
+
+    def _early_stopping_summary(self) -> dict[str, Any]:
+        stop, state = self.cfg.early_stopping, self.stop_state
+        assert stop is not None
+        return {"monitor": monitored_key(stop), "mode": str(stop.mode), "patience": stop.patience,
+                "min_delta": stop.min_delta, "best": state.best, "best_epoch": state.best_epoch,
+                "best_step": state.best_step, "stopped_epoch": state.stopped_epoch, "epochs_run": self.epoch,
+                "reason": state.reason, "restore_best": stop.restore_best,
+                "validation_rows": len(self.xs) if self.xs is not None else 0,
+                "ranks": getattr(self, "stop_ranks", None)}
+
+    def _report_early_stopping(self) -> None:
+        from airflow_mlops.registry import tags
+
+        summary = self._early_stopping_summary()
+        self.say("Early stopping: %s after %d epoch(s); best %s %s at epoch %d%s", summary["reason"],
+                 summary["epochs_run"], summary["monitor"],
+                 "n/a" if summary["best"] is None else f"{summary['best']:.6g}", summary["best_epoch"],
+                 "; the result is that epoch's checkpoint" if summary["restore_best"] and summary["best_epoch"]
+                 else "")
+        metrics = {tags.EARLY_STOP_BEST_EPOCH: float(summary["best_epoch"]),
+                   tags.EARLY_STOP_EPOCHS_RUN: float(summary["epochs_run"]),
+                   tags.EARLY_STOP_BEST: summary["best"]}
+        if summary["stopped_epoch"] is not None:
+            metrics[tags.EARLY_STOP_STOPPED_EPOCH] = float(summary["stopped_epoch"])
+        self.metrics_sink.log(_finite(metrics), self.step)
+        self.metrics_sink.set_tags({tags.EARLY_STOP_REASON: summary["reason"] or "",
+                                    tags.EARLY_STOP_MONITOR: summary["monitor"]})
 
     # ---- the loop -----------------------------------------------------------------------------------------
     def train(self) -> TrainingResult:
@@ -604,7 +718,7 @@ class Trainer:
                  cfg.run_name, self.n, cfg.epochs, self.steps_per_epoch, ctx.world_size, cfg.strategy.value,
                  ctx.device.type, dist.get_backend())
         sampler_seed = cfg.seed
-        while self.epoch < cfg.epochs and self.step < self.total_steps:
+        while self.epoch < cfg.epochs and self.step < self.total_steps and not self.stop_state.stopped:
             from torch.utils.data.distributed import DistributedSampler
 
             sampler = DistributedSampler(range(self.n), num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
@@ -650,18 +764,31 @@ class Trainer:
                 self.loss_sum, self.loss_count = 0.0, 0
                 if self.xe is not None:
                     self.val_metrics, self.val_step = self.evaluate(), self.step
-                epoch_metrics = {"train_loss": train_loss, **self.val_metrics}
+                improved = self._early_stopping_epoch(train_loss)
+                epoch_metrics = {"train_loss": train_loss, **self.val_metrics, **self.stop_metrics}
                 self.say("epoch %d/%d done: %s", self.epoch, cfg.epochs,
                          " ".join(f"{k} {v:.4f}" for k, v in epoch_metrics.items()))
                 self.metrics_sink.log(_finite(epoch_metrics), self.step)
-                if is_due(cfg.checkpoint, step=self.step, epoch_end=True, epochs_done=self.epoch):
+                # The best epoch is saved even when the policy would skip it (it is the run's result), unless a
+                # step-based checkpoint of this very step holds its weights already.
+                if is_due(cfg.checkpoint, step=self.step, epoch_end=True, epochs_done=self.epoch) or (
+                    improved and self.last_saved_step != self.step
+                ):
                     self._checkpoint(epoch=self.epoch, batch_index=0, train_loss=train_loss)
+                if self.stop_state.stopped:
+                    self.say("Early stopping after epoch %d/%d: %s did not improve by more than %g for %d "
+                             "epoch(s); best %.6g at epoch %d", self.epoch, cfg.epochs,
+                             monitored_key(cfg.early_stopping), cfg.early_stopping.min_delta,  # type: ignore[union-attr]
+                             self.stop_state.bad_epochs, self.stop_state.best or float("nan"),
+                             self.stop_state.best_epoch)
                 continue
             break  # max_steps reached inside the epoch
         if self.loss_count:
             train_loss = self._global_train_loss()
         if self.val_step != self.step and self.xe is not None:
             self.val_metrics, self.val_step = self.evaluate(), self.step
+        if cfg.early_stopping is not None:
+            self.stop_state = finish_stopping(self.stop_state, epoch=self.epoch, epochs=cfg.epochs)
         if self.last_saved_step != self.step:
             self._checkpoint(epoch=self.epoch, batch_index=self.batch_index, train_loss=train_loss)
         self.saver.wait()
@@ -671,29 +798,40 @@ class Trainer:
         # Training throughput: the loop's own time, without evaluation and checkpoint stalls (reported apart).
         loop_s = duration - self.eval_s - self.checkpoint_stall_s
         throughput = samples / loop_s if loop_s > 0 else 0.0
-        final = {"train_loss": train_loss, **self.val_metrics}
+        final = {"train_loss": train_loss, **self.val_metrics, **self.stop_metrics}
         self.metrics_sink.log(_finite({**final, "samples_per_second": throughput}), self.step)
+        if cfg.early_stopping is not None:
+            self._report_early_stopping()
         self.metrics_sink.close()  # raises when MLflow stayed away past its budget: Airflow retries
         # Every checkpoint is committed once all ranks pass here; then each node's first process reports, so
         # the launcher of every node (not only the one with global rank 0) gets a result.
+        if cfg.early_stopping is not None:
+            # Every rank's view of where it stopped, recorded in the result: they must agree.
+            self.stop_ranks = self._all_gather_object([self.epoch, self.stop_state.stopped_epoch,
+                                                       self.stop_state.best_epoch])
         uris = self._final_uris() if ctx.is_main else None
-        last_uri, best_uri = self._broadcast(uris)
+        last_uri, best_uri, kept_metrics = self._broadcast(uris)
         result = None
         if ctx.local_rank == 0:
-            result = self._result(final, throughput, duration, last_uri, best_uri)
+            # The kept best epoch's weights are the result: report that epoch's metrics with them.
+            result = self._result(kept_metrics or final, throughput, duration, last_uri, best_uri)
             write_result(cfg.output_dir, result)
             self.say("Training finished: %d steps in %.1fs (%.1f samples/s); checkpoint %s", self.step, duration,
                      throughput, result.checkpoint_uri)
         dist.barrier()
         return result  # type: ignore[return-value]
 
-    def _final_uris(self) -> tuple[str, str | None]:
+    def _final_uris(self) -> tuple[str, str | None, dict[str, Any] | None]:
         last = self.manager.latest(verify=False)
         if last is None:
             raise CheckpointError(explain("No committed checkpoint after training", expected="at least one",
                                           received=self.cfg.checkpoint_dir))
+        kept = self._best_epoch_uri()
+        if kept is not None:
+            info = self.manager.info(kept)
+            return last.uri, info.uri, info.metrics
         best = self.manager.best() if self.cfg.checkpoint.keep_best > 0 else None
-        return last.uri, best.uri if best else None
+        return last.uri, best.uri if best else None, None
 
     def _result(self, final: dict[str, float], throughput: float, duration: float, last_uri: str,
                 best_uri: str | None) -> TrainingResult:
@@ -715,7 +853,8 @@ class Trainer:
             extra={"checkpoints_written": self.checkpoints_written,
                    "checkpoint_stall_s": round(self.checkpoint_stall_s, 4), "eval_s": round(self.eval_s, 4),
                    "device": self.ctx.device.type, "backend": dist.get_backend(),
-                   "torch": torch.__version__},
+                   "torch": torch.__version__,
+                   **({"early_stopping": self._early_stopping_summary()} if self.cfg.early_stopping else {})},
         )
 
 

@@ -57,3 +57,16 @@ def test_invalid_rendered_values_fail_in_execute_not_init():
         op.build_config(context(), "/tmp/out")
     with pytest.raises(MlopsConfigurationError, match="Unknown training config keys"):
         operator(training_options={"epoch": 2}).build_config(context(), "/tmp/out")
+
+
+@pytest.mark.parametrize("rendered", [{"patience": 3, "validation_rows": 20, "time_column": "date"},
+                                      "{'patience': 3, 'validation_rows': 20, 'time_column': 'date'}"])
+def test_early_stopping_from_rendered_values(rendered):
+    cfg = operator(early_stopping=rendered).build_config(context(), "/tmp/out")
+    assert cfg.early_stopping.patience == 3 and cfg.early_stopping.validation_rows == 20
+    assert cfg.early_stopping.time_column == "date" and cfg.early_stopping.restore_best
+    assert "early_stopping" in DistributedTrainingOperator.template_fields
+    for off in (None, "None", ""):
+        assert operator(early_stopping=off).build_config(context(), "/tmp/out").early_stopping is None
+    with pytest.raises(MlopsConfigurationError, match="patience"):
+        operator(early_stopping={"patience": 0}).build_config(context(), "/tmp/out")
