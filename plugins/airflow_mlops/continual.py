@@ -62,6 +62,9 @@ def resolve_request(spec: ModelSpec, default_source: str, params: dict[str, Any]
         "init_checkpoint_uri": init,
         "reason": extra.get("reason") or "requested by hand",
         "fine_tune_cost": params.get("fine_tune_cost") or extra.get("fine_tune_cost"),
+        # What the trigger policy allowed this training to spend (in retrains) and whether it is a refresh.
+        "cost": extra.get("cost"),
+        "refresh": bool(extra.get("refresh")),
     }
 
 
@@ -156,13 +159,15 @@ def fine_tune_budget(action: str, source_rows: int, retrain_epochs: int, fine_tu
 def prepare_fine_tune(spec: ModelSpec, window: dict[str, Any], source_uri: str, *, action: str = "fine_tune",
                       max_epochs: int = 8, fine_tune_cost: float = 0.03, sample_budget: float | None = None,
                       retrain_epochs: int = 4, max_replay_rows: int | None = None, validation_share: float = 0.2,
-                      patience: int = 2, data_root: str | None = None, storage_for: Any = None) -> dict[str, Any]:
+                      patience: int = 2, replay_ratio: float = 1.0, data_root: str | None = None,
+                      storage_for: Any = None) -> dict[str, Any]:
     """
     The training table and settings of a budgeted fine-tune (or retrain) from the rows there are: a
     :func:`plan_fine_tune` over the window's training rows and the source's older rows, the table written
     beside the window (replay sample, the window's sampled rows, its newest ``validation_rows`` last), and the
     ``early_stopping`` config that holds those newest rows out by ``spec.time_column`` (None when the window is
     too small to spare them or ``patience`` is 0). ``epochs`` is a maximum: early stopping may end sooner.
+    ``replay_ratio`` older rows per new row (a refresh replays more of the past than a routine fine-tune).
     """
     import pandas as pd
 
@@ -178,7 +183,8 @@ def prepare_fine_tune(spec: ModelSpec, window: dict[str, Any], source_uri: str, 
     train = read_table(window["train_uri"], storage_for(window["train_uri"]))
     budget = fine_tune_budget(action, source_rows, retrain_epochs, fine_tune_cost, sample_budget)
     older_rows = len(older) if max_replay_rows is None else min(len(older), int(max_replay_rows))
-    plan = plan_fine_tune(len(train), older_rows, budget, validation_share=validation_share, max_epochs=max_epochs)
+    plan = plan_fine_tune(len(train), older_rows, budget, validation_share=validation_share, max_epochs=max_epochs,
+                          replay_ratio=replay_ratio)
     # The split the workers make again: newest by time, ties in key order (the table is stored in key order).
     by_time = train.sort_values([c for c in (spec.key_column, column) if c][::-1], kind="stable")
     validation = by_time.iloc[plan.train_rows:]
@@ -197,4 +203,5 @@ def prepare_fine_tune(spec: ModelSpec, window: dict[str, Any], source_uri: str, 
                           "time_column": column, "restore_best": True}
     return {"train_uri": out, "epochs": plan.epochs, "early_stopping": early_stopping, "action": action,
             "sample_budget": budget, "samples": plan.samples, "train_rows": plan.train_rows,
-            "validation_rows": plan.validation_rows, "new_rows": plan.new_rows, "replay_rows": plan.replay_rows}
+            "validation_rows": plan.validation_rows, "new_rows": plan.new_rows, "replay_rows": plan.replay_rows,
+            "replay_ratio": replay_ratio}

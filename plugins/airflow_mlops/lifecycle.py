@@ -339,7 +339,9 @@ def continual_learning_dag(pipeline: Pipeline, *, dag_id: str | None = None, doc
                         "runs as many as the sample budget pays for, early stopping may end sooner."),
         "fine_tune_cost": Param(None, type=["null", "number"], exclusiveMinimum=0, maximum=1,
                                 title="Fine-tune cost (share of a retrain)",
-                                description="Empty: the drift event's (the trigger policy's fine_tune_cost), else "
+                                description="Empty: what the drift event's decision may spend (its cost: the "
+                                "policy's fine_tune_cost, or refresh_cost for a refresh, which also replays "
+                                f"{d.get('refresh_replay_ratio', 4.0):g} older rows per new row), else "
                                 f"{d.get('fine_tune_cost', 0.03)}. A fine-tune trains on at most this share of a "
                                 f"retrain's samples ({d.get('epochs', 4)} epochs over the source's rows up to the "
                                 "window's end); a retrain on all of them."),
@@ -382,13 +384,16 @@ def continual_learning_dag(pipeline: Pipeline, *, dag_id: str | None = None, doc
             """The budgeted plan from the rows there are: replay sample, epochs, the newest rows for early stopping."""
             from airflow_mlops.continual import prepare_fine_tune
 
-            cost = params.get("fine_tune_cost") or request.get("fine_tune_cost") or d.get("fine_tune_cost", 0.03)
+            cost = (params.get("fine_tune_cost") or request.get("cost") or request.get("fine_tune_cost")
+                    or d.get("fine_tune_cost", 0.03))
             budget = params.get("sample_budget")
+            refresh = bool(request.get("refresh"))
             return prepare_fine_tune(
                 spec, window, request["source_uri"], action=request["action"], max_epochs=int(params["epochs"]),
                 fine_tune_cost=float(cost), sample_budget=None if budget in (None, "") else float(budget),
                 retrain_epochs=int(d.get("epochs", 4)), max_replay_rows=int(params["replay_rows"]),
                 validation_share=float(params["validation_share"]), patience=int(params["patience"]),
+                replay_ratio=float(d.get("refresh_replay_ratio", 4.0)) if refresh else 1.0,
                 data_root=pipeline.data_root,
             )
 

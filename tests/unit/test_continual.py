@@ -92,3 +92,39 @@ def test_prepare_fine_tune_writes_the_plan_and_the_workers_split_finds_its_newes
                          checkpoint_dir=str(tmp_path / "c"), output_dir=str(tmp_path / "o"),
                          checkpoint={"keep_best": 0}, epochs=out["epochs"], early_stopping=out["early_stopping"])
     assert cfg.early_stopping.validation_rows == plan.validation_rows and cfg.early_stopping.time_column == "batch"
+
+
+def test_the_drift_events_decision_sizes_the_training(tmp_path):
+    """A refresh spends the decision's cost and replays four older rows per new one; a routine fine-tune one."""
+    from airflow_mlops.continual import prepare_fine_tune
+    from airflow_mlops.datasets import WindowSpec, cut_window
+    from airflow_mlops.spec import ModelSpec
+
+    spec = ModelSpec.from_dict({"name": "m", "task": "binary", "features": ["x"], "target": "y",
+                                "time_column": "batch", "time_type": "numeric", "key_column": "row_id"})
+    source = _source(tmp_path)
+    cut = cut_window(WindowSpec(source_uri=source, time_column="batch", start=10, end=10, key_column="row_id",
+                                time_type="numeric"), str(tmp_path / "w"))
+    window = {"start": 10, "end": 10, "train_uri": cut.train_uri}
+    routine = prepare_fine_tune(spec, window, source, fine_tune_cost=0.2, retrain_epochs=4)
+    refresh = prepare_fine_tune(spec, window, source, fine_tune_cost=0.5, retrain_epochs=4, replay_ratio=4.0)
+    assert refresh["sample_budget"] == pytest.approx(0.5 * 4 * 600)
+    assert routine["sample_budget"] == pytest.approx(0.2 * 4 * 600)
+    assert routine["replay_rows"] == routine["train_rows"]
+    assert refresh["replay_rows"] == 4 * refresh["train_rows"]
+    assert refresh["samples"] > routine["samples"]
+
+
+def test_the_request_carries_what_the_policy_allowed(mlflow_srv, monkeypatch):
+    """The drift event's decision reaches the plan: its cost and whether it is a refresh (no champion: a retrain)."""
+    from airflow_mlops.continual import resolve_request
+    from airflow_mlops.spec import ModelSpec
+
+    for key, value in mlflow_srv.env().items():
+        monkeypatch.setenv(key, value)
+    spec = ModelSpec.from_dict({"name": "no-champion-yet", "task": "binary", "features": ["x"], "target": "y",
+                                "time_column": "batch", "time_type": "numeric"})
+    extra = {"action": "fine_tune", "window_start": 9, "window_end": 10, "cost": 0.1, "refresh": True}
+    request = resolve_request(spec, "/data/source.csv", {"action": "event"}, extra)
+    assert (request["cost"], request["refresh"]) == (0.1, True)
+    assert (request["action"], request["parent_version"]) == ("retrain", None)
