@@ -27,12 +27,30 @@ def _is_number(value: Any) -> bool:
     return True
 
 
+def _check_paths(data_root: str | None, **paths: Any) -> None:
+    from airflow_mlops.validation.batches import check_under_root
+
+    for name, path in paths.items():
+        check_under_root(str(path), data_root or None, what=name)
+
+
+def _plan_uri(train_uri: str, prefix: str) -> str:
+    """``train_<window>.csv`` renamed ``<prefix><window>.csv`` in the same folder (the folder's name is kept)."""
+    folder, sep, name = train_uri.rpartition("/")
+    return f"{folder}{sep}{name.replace('train_', prefix, 1)}"
+
+
 def resolve_request(spec: ModelSpec, default_source: str, params: dict[str, Any],
-                    extra: dict[str, Any]) -> dict[str, Any]:
+                    extra: dict[str, Any], data_root: str | None = None) -> dict[str, Any]:
     """
     The training request from the drift event's ``extra`` (or the Params, which win), with the champion to start
     from: a fine-tune without a champion checkpoint becomes a retrain, since there is nothing to start from.
+
+    The window bounds are typed (dates or numbers, as ``spec.time_type`` says) and ``source_uri`` must lie under
+    ``data_root`` (None: the data folder; ``"/"`` opts out), both checked before anything is read or written:
+    an asset event's extra is as untrusted as a Param.
     """
+    from airflow_mlops.datasets import check_window_bound
     from airflow_mlops.hooks.mlflow import MlflowHook
     from airflow_mlops.registry.service import RegistryService
     from airflow_mlops.registry.tags import CHECKPOINT_URI
@@ -47,6 +65,10 @@ def resolve_request(spec: ModelSpec, default_source: str, params: dict[str, Any]
     if start in (None, "") or end in (None, ""):
         raise MlopsConfigurationError(explain("No window to learn from", expected="window_start and window_end from "
                                               "the drift event or the Params", received={"start": start, "end": end}))
+    check_window_bound(start, spec.time_type, "Window start")
+    check_window_bound(end, spec.time_type, "Window end")
+    source_uri = params.get("source_uri") or extra.get("source_uri") or default_source
+    _check_paths(data_root, source_uri=source_uri)
     champion = RegistryService(MlflowHook().client).version_for_alias(spec.name, "champion")
     init = None
     if action == "fine_tune":
@@ -55,7 +77,7 @@ def resolve_request(spec: ModelSpec, default_source: str, params: dict[str, Any]
             action = "retrain"
     return {
         "action": action,
-        "source_uri": params.get("source_uri") or extra.get("source_uri") or default_source,
+        "source_uri": source_uri,
         "train_start": span_start(start, float(params.get("recent_span") or 0), spec.time_type),
         "train_end": end,
         "parent_version": str(champion.version) if champion is not None and action == "fine_tune" else None,
@@ -73,6 +95,7 @@ def add_replay(spec: ModelSpec, window: dict[str, Any], source_uri: str, rows: i
     """
     The window's training rows plus a seeded sample of ``rows`` older rows of the source (rehearsal against
     forgetting), in time order, written beside the window; the window's own file when there is nothing to add.
+    Every path must lie under ``data_root`` (None: the data folder; ``"/"`` opts out), checked before any I/O.
     """
     import pandas as pd
 
@@ -82,6 +105,8 @@ def add_replay(spec: ModelSpec, window: dict[str, Any], source_uri: str, rows: i
     storage_for = storage_for or get_storage
     if rows <= 0:
         return window["train_uri"]
+    out = _plan_uri(window["train_uri"], "train_replay_")
+    _check_paths(data_root, source_uri=source_uri, train_uri=window["train_uri"], output=out)
     source = read_table(source_uri, storage_for(source_uri))
     column = spec.time_column
     values, start, _end = typed_bounds(source[column], window["start"], window["end"], spec.time_type)
@@ -90,7 +115,6 @@ def add_replay(spec: ModelSpec, window: dict[str, Any], source_uri: str, rows: i
         return window["train_uri"]
     train = read_table(window["train_uri"], storage_for(window["train_uri"]))
     sample = older.sample(n=min(rows, len(older)), random_state=0)
-    out = window["train_uri"].replace("train_", "train_replay_")
     order = spec.key_column or column
     # Rows stay in time order: suites may check that keys increase.
     write_table(pd.concat([sample, train]).sort_values(order, kind="stable").reset_index(drop=True), out,
@@ -168,6 +192,8 @@ def prepare_fine_tune(spec: ModelSpec, window: dict[str, Any], source_uri: str, 
     ``early_stopping`` config that holds those newest rows out by ``spec.time_column`` (None when the window is
     too small to spare them or ``patience`` is 0). ``epochs`` is a maximum: early stopping may end sooner.
     ``replay_ratio`` older rows per new row (a refresh replays more of the past than a routine fine-tune).
+    The source, the window and the table written must lie under ``data_root`` (None: the data folder; ``"/"``
+    opts out), checked before anything is read.
     """
     import pandas as pd
 
@@ -175,6 +201,8 @@ def prepare_fine_tune(spec: ModelSpec, window: dict[str, Any], source_uri: str, 
     from airflow_mlops.hooks.storage import get_storage
 
     storage_for = storage_for or get_storage
+    out = _plan_uri(window["train_uri"], "train_plan_")
+    _check_paths(data_root, source_uri=source_uri, train_uri=window["train_uri"], output=out)
     source = read_table(source_uri, storage_for(source_uri))
     column = spec.time_column
     values, start, end = typed_bounds(source[column], window["start"], window["end"], spec.time_type)
@@ -192,7 +220,6 @@ def prepare_fine_tune(spec: ModelSpec, window: dict[str, Any], source_uri: str, 
     if plan.new_rows < len(fit):
         fit = fit.sample(n=plan.new_rows, random_state=0)
     replay = older.sample(n=plan.replay_rows, random_state=0) if plan.replay_rows else older.iloc[:0]
-    out = window["train_uri"].replace("train_", "train_plan_")
     order = spec.key_column or column
     # Rows stay in time order: suites may check that keys increase.
     write_table(pd.concat([replay, fit, validation]).sort_values(order, kind="stable").reset_index(drop=True), out,

@@ -122,6 +122,37 @@ def _date_bound(value: Any, end: bool = False):
     return ts
 
 
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?)?(?:Z|[+-]\d{2}:?\d{2})?$")
+
+
+def check_window_bound(value: Any, time_type: str = "auto", name: str = "Window bound") -> Any:
+    """
+    ``value`` typed as ``time_type`` says (``auto``: a number or a date), before it reaches a read or a file name:
+    a finite number (``2``, ``"2.5"``) or a date (``date``/``datetime``, or an ISO string such as ``2024-01-31``
+    or ``2024-01-31T06:00:00Z``). Free text, paths and impossible dates (``2024-13-01``) are refused.
+    """
+    import datetime as dt
+
+    _check_time_type(time_type)
+    kinds = ("numeric", "date") if time_type == "auto" else (time_type,)
+    if "numeric" in kinds:
+        number = _numeric_bound(value)
+        if number is not None and math.isfinite(number):
+            return number
+    if "date" in kinds and (isinstance(value, dt.date) or (isinstance(value, str) and _ISO_DATE.match(value.strip()))):
+        typed = _date_bound(value)
+        if typed is not None:
+            return typed
+    expected = {"numeric": "a finite number (e.g. 2 or '2.5')",
+                "date": "an ISO date or datetime (e.g. '2024-01-31' or '2024-01-31T06:00:00Z')"}
+    raise MlopsConfigurationError(
+        explain(f"{name} is not a {' or a '.join('number' if k == 'numeric' else 'date' for k in kinds)}",
+                expected=" or ".join(expected[k] for k in kinds), received=value,
+                hint="window bounds are typed values (the Params' date picker or a number), never free text; "
+                "nothing was read or written.")
+    )
+
+
 def _bounds_kind(start: Any, end: Any, time_type: str) -> str | None:
     """What two bounds alone say about the window's type: ``numeric``, ``date`` or None (the column decides)."""
     if time_type != "auto":

@@ -165,7 +165,7 @@ class ModelLifecycle:
                 learning_task=spec.task.value,
                 metrics=spec.metrics,
                 pythonpath=spec.pythonpath, allowed_factories=[spec.factory],
-                mlflow_run_id=mlflow_run_id,
+                mlflow_run_id=mlflow_run_id, allowed_root=data_root,
             )
             self.register = self.registration_operator(
                 task_id="register",
@@ -377,7 +377,7 @@ def continual_learning_dag(pipeline: Pipeline, *, dag_id: str | None = None, doc
             for events in (triggering_asset_events or {}).values():
                 if events:
                     extra = dict(events[-1].extra or {})
-            return resolve(spec, pipeline.source_uri, params, extra)
+            return resolve(spec, pipeline.source_uri, params, extra, data_root=pipeline.data_root)
 
         @task(task_id="plan_training")
         def plan_training(window: dict, request: dict, params: dict) -> dict:
@@ -525,7 +525,7 @@ def drift_monitor_dag(pipeline: Pipeline, *, policy: dict[str, Any], dag_id: str
             current_uri=current.output["train_uri"], feature_columns=spec.features,
             drift_config={"drift_share": "{{ params.drift_share }}", "mode": "{{ params.drift_mode }}"},
             model_uri=f"models:/{spec.name}@champion", pythonpath=spec.pythonpath, mlflow_run_id=start_run.output,
-            allowed_factories=[spec.factory],
+            allowed_factories=[spec.factory], allowed_root=pipeline.data_root,
         )
         performance = PerformanceMonitorOperator(
             task_id="monitor_performance", labelled_uri=current.output["train_uri"], model_name=spec.name,
@@ -533,7 +533,7 @@ def drift_monitor_dag(pipeline: Pipeline, *, policy: dict[str, Any], dag_id: str
             allowed_factories=[spec.factory],
             performance_config={"metric": metric, "max_drop": "{{ params.max_drop }}",
                                 "min_rows": d.get("monitor_min_rows", 30)},
-            mlflow_run_id=start_run.output,
+            mlflow_run_id=start_run.output, allowed_root=pipeline.data_root,
         )
         trigger = TriggerPolicyOperator(
             task_id="trigger_policy", window_id=window_start + "/" + window_end, window_end=window_end,
@@ -581,6 +581,7 @@ def batch_inference_dag(pipeline: Pipeline, *, dag_id: str | None = None, doc: s
             output_uri=f"{pipeline.data_root}/predictions/{spec.name}/{RUN_PATH}/predictions.csv",
             feature_columns=spec.features, pythonpath=spec.pythonpath, allowed_factories=[spec.factory],
             passthrough_columns=list(passthrough) or [c for c in (spec.key_column, spec.time_column) if c],
+            allowed_root=pipeline.data_root,
             outlets=[model_assets["predictions"]],
         )
         chain(batch, score)

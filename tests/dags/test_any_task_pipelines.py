@@ -182,7 +182,7 @@ def test_a_model_whose_output_contradicts_the_declared_task_fails_clearly(airflo
     op = EvaluateModelOperator(task_id="evaluate", checkpoint_uri=result.checkpoint_uri, eval_uri=train_uri,
                                feature_columns=features, target_column="digit", model_name="contradiction",
                                learning_task="binary", pythonpath=[str(REPO / "include")],
-                               allowed_factories=[DIGITS_FACTORY])
+                               allowed_factories=[DIGITS_FACTORY], allowed_root=str(tmp_path))
     with pytest.raises(ModelOutputError) as err:
         op.execute({})
     message = str(err.value)

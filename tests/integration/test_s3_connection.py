@@ -69,7 +69,7 @@ def test_prepare_window_reads_and_writes_s3_through_the_connection(conn_only, s3
     uri, df = source
     op = PrepareWindowOperator(task_id="window", source_uri=uri, time_column="batch", start="2", end="10",
                                output_dir=f"s3://{bucket}/windows", key_column="row_id", holdout_fraction=0.25,
-                               min_rows=10, aws_conn_id=conn_only)
+                               min_rows=10, aws_conn_id=conn_only, allowed_root=f"s3://{bucket}")
     result = op.execute({"run_id": "manual__1"})
     assert _keys(s3_srv, bucket, "windows/") == ["windows/holdout_2_10.csv", "windows/train_2_10.csv"]
     train, holdout = _read(s3_srv, result["train_uri"]), _read(s3_srv, result["holdout_uri"])
@@ -82,7 +82,7 @@ def test_without_the_connection_the_environment_has_no_credentials(conn_only, bu
     """The control: the same read with the environment's credentials fails, so the test above used the connection."""
     uri, _ = source
     op = PrepareWindowOperator(task_id="window", source_uri=uri, time_column="batch", start=2, end=10,
-                               output_dir=f"s3://{bucket}/windows", min_rows=1)
+                               output_dir=f"s3://{bucket}/windows", min_rows=1, allowed_root=f"s3://{bucket}")
     with pytest.raises(Exception, match="(?i)credentials"):  # botocore's NoCredentialsError
         op.execute({"run_id": "manual__2"})
 
@@ -92,7 +92,8 @@ def test_connection_id_and_bounds_rendered_from_templates(conn_only, s3_srv, buc
     uri, df = source
     op = PrepareWindowOperator(task_id="window", source_uri=uri, time_column="batch", start="{{ params.first }}",
                                end="9", output_dir=f"s3://{bucket}/rendered", key_column="row_id",
-                               holdout_fraction=0.0, min_rows=10, aws_conn_id="{{ params.conn }}")
+                               holdout_fraction=0.0, min_rows=10, aws_conn_id="{{ params.conn }}",
+                               allowed_root=f"s3://{bucket}")
     op.render_template_fields({"params": {"conn": CONN_ID, "first": 3}})
     assert op.aws_conn_id == CONN_ID and op.start == "3"
     result = op.execute({"run_id": "manual__3"})

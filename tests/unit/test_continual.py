@@ -72,7 +72,8 @@ def test_prepare_fine_tune_writes_the_plan_and_the_workers_split_finds_its_newes
                                 time_type="numeric"), str(tmp_path / "w"))
     window = {"start": 9, "end": 10, "train_uri": cut.train_uri}
     out = prepare_fine_tune(spec, window, source, max_epochs=8, fine_tune_cost=0.1, sample_budget=budget,
-                            retrain_epochs=4, max_replay_rows=300, patience=patience)
+                            retrain_epochs=4, max_replay_rows=300, patience=patience,
+                            data_root=str(tmp_path))
     plan = plan_fine_tune(cut.train_rows, 300, 0.1 * 4 * 600 if budget is None else budget)
     assert (out["epochs"], out["validation_rows"], out["new_rows"], out["replay_rows"]) == (
         plan.epochs, plan.validation_rows, plan.new_rows, plan.replay_rows)
@@ -106,8 +107,9 @@ def test_the_drift_events_decision_sizes_the_training(tmp_path):
     cut = cut_window(WindowSpec(source_uri=source, time_column="batch", start=10, end=10, key_column="row_id",
                                 time_type="numeric"), str(tmp_path / "w"))
     window = {"start": 10, "end": 10, "train_uri": cut.train_uri}
-    routine = prepare_fine_tune(spec, window, source, fine_tune_cost=0.2, retrain_epochs=4)
-    refresh = prepare_fine_tune(spec, window, source, fine_tune_cost=0.5, retrain_epochs=4, replay_ratio=4.0)
+    routine = prepare_fine_tune(spec, window, source, fine_tune_cost=0.2, retrain_epochs=4, data_root=str(tmp_path))
+    refresh = prepare_fine_tune(spec, window, source, fine_tune_cost=0.5, retrain_epochs=4, replay_ratio=4.0,
+                                data_root=str(tmp_path))
     assert refresh["sample_budget"] == pytest.approx(0.5 * 4 * 600)
     assert routine["sample_budget"] == pytest.approx(0.2 * 4 * 600)
     assert routine["replay_rows"] == routine["train_rows"]
@@ -125,6 +127,6 @@ def test_the_request_carries_what_the_policy_allowed(mlflow_srv, monkeypatch):
     spec = ModelSpec.from_dict({"name": "no-champion-yet", "task": "binary", "features": ["x"], "target": "y",
                                 "time_column": "batch", "time_type": "numeric"})
     extra = {"action": "fine_tune", "window_start": 9, "window_end": 10, "cost": 0.1, "refresh": True}
-    request = resolve_request(spec, "/data/source.csv", {"action": "event"}, extra)
+    request = resolve_request(spec, "/data/source.csv", {"action": "event"}, extra, data_root="/data")
     assert (request["cost"], request["refresh"]) == (0.1, True)
     assert (request["action"], request["parent_version"]) == ("retrain", None)

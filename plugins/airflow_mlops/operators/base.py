@@ -47,6 +47,21 @@ class HooksMixin:
     allowed_factories: Any = None
     #: Level of third-party loggers in this task (None: env ``MLOPS_LIBRARY_LOG_LEVEL``, else WARNING).
     library_log_level: str | None = None
+    #: Root every data path of the task must lie under (None: the data folder, env ``MLOPS_DATA_DIR``; ``"/"``
+    #: opts out); an s3:// prefix for data on S3.
+    allowed_root: Any = None
+
+    def check_data_paths(self, **paths: Any) -> None:
+        """
+        Refuse, before any read or write, a data path (from a Param or XCom) that leaves ``allowed_root``:
+        ``..`` segments and symlinks out of it included. ``None`` paths (not used in this run) are skipped.
+        """
+        from airflow_mlops.validation.batches import check_under_root
+
+        root = str(self.allowed_root) if self.allowed_root not in (None, "") else None
+        for name, path in paths.items():
+            if path is not None:
+                check_under_root(str(path), root, what=name)
 
     def pre_execute(self, context: Any) -> None:
         quiet_libraries(self.library_log_level)

@@ -24,8 +24,10 @@ class PrepareWindowOperator(HooksMixin, BaseOperator):
     :param holdout_fraction: share of rows held out for evaluation.
     :param min_rows: fail when the window holds fewer rows.
     :param time_type: ``auto`` (from the column's dtype), ``date`` or ``numeric``.
-    :param allowed_root: the source and the output folder must lie under this root (templated): a path from a
-        Param or XCom that leaves it is refused before anything is read or written.
+    :param allowed_root: the source and the output folder must lie under this root (templated; default the data
+        folder, env ``MLOPS_DATA_DIR``; ``"/"`` opts out): a path from a Param or XCom that leaves it is refused
+        before anything is read or written. The bounds are typed (a date or a number, as ``time_type`` says)
+        before either is used in a file name.
     :param aws_conn_id: connection for s3:// paths, the source and the output (templated); ``None`` reads the
         AWS environment.
     """
@@ -65,9 +67,12 @@ class PrepareWindowOperator(HooksMixin, BaseOperator):
         self.aws_conn_id = aws_conn_id
 
     def execute(self, context: Context) -> dict:
-        from airflow_mlops.datasets import WindowSpec, cut_window
+        from airflow_mlops.datasets import WindowSpec, check_window_bound, cut_window
         from airflow_mlops.hooks.storage import join
 
+        # Typed before anything else: a bound is a date or a number, never a path fragment of the file names.
+        check_window_bound(self.start, self.time_type, "Window start")
+        check_window_bound(self.end, self.time_type, "Window end")
         spec = WindowSpec(
             source_uri=self.source_uri,
             time_column=self.time_column,
@@ -80,12 +85,8 @@ class PrepareWindowOperator(HooksMixin, BaseOperator):
         )
         run_id = context["run_id"].replace(":", "_").replace("+", "_")
         out_dir = self.output_dir or join(self.source_uri.rsplit("/", 1)[0], "windows", run_id)
-        if self.allowed_root:
-            from airflow_mlops.validation.batches import resolve_data_path
-
-            # Both come from Params or XCom: neither the table read nor the files written may leave the root.
-            resolve_data_path(str(self.source_uri), str(self.allowed_root))
-            resolve_data_path(join(out_dir, "window"), str(self.allowed_root))
+        # Both come from Params or XCom: neither the table read nor the files written may leave the root.
+        self.check_data_paths(source_uri=self.source_uri, output_dir=join(out_dir, "window"))
         result = cut_window(spec, out_dir, self.storage_hook.storage_for(out_dir), fmt=self.fmt,
                             source_storage=self.storage_hook.storage_for(spec.source_uri))
         self.log.info(

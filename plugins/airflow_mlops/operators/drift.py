@@ -67,10 +67,12 @@ class DriftDetectionOperator(HooksMixin, BaseOperator):
     :param engine: ``pandas`` (default: both windows in memory, as ``drift_config.mode`` says), ``streaming``
         (both windows profiled chunk by chunk in bounded memory with mergeable sketches, the reference profile
         cached at ``profile_uri``) or ``spark`` (the profiles computed by Spark; no ``model_uri``).
+    :param allowed_root: ``reference_uri``, ``current_uri`` and ``profile_uri`` must lie under this root, checked before any read or write (templated; default
+        the data folder, env ``MLOPS_DATA_DIR``; an s3:// prefix for data on S3; ``"/"`` opts out).
     """
 
     template_fields: Sequence[str] = ("reference_uri", "current_uri", "drift_config", "model_uri", "profile_uri",
-                                      "mlflow_run_id", "pythonpath", "aws_conn_id")
+                                      "mlflow_run_id", "pythonpath", "allowed_root", "aws_conn_id")
     template_fields_renderers = {"drift_config": "json"}
     operator_extra_links = (DriftReportLink(),)
     ui_color = "#fdf1e0"
@@ -90,9 +92,11 @@ class DriftDetectionOperator(HooksMixin, BaseOperator):
         mlflow_conn_id: str = MlflowHook.default_conn_name,
         aws_conn_id: str | None = None,
         engine: str = "pandas",
+        allowed_root: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.allowed_root = allowed_root
         self.pythonpath = pythonpath
         self.allowed_factories = allowed_factories
         self.engine = engine
@@ -111,6 +115,8 @@ class DriftDetectionOperator(HooksMixin, BaseOperator):
         from airflow_mlops.drift.report import DriftConfig, DriftMode, detect_drift
         from airflow_mlops.engines import Engine
 
+        self.check_data_paths(reference_uri=self.reference_uri, current_uri=self.current_uri,
+                              profile_uri=self.profile_uri or None)
         options = dict(self.drift_config or {})
         options.setdefault("columns", list(self.feature_columns))
         if self.model_uri:
@@ -244,10 +250,12 @@ class PerformanceMonitorOperator(HooksMixin, BaseOperator):
     :param pythonpath: folders put on ``sys.path`` while the champion is rebuilt (templated).
     :param mlflow_conn_id: connection of type ``mlflow``.
     :param aws_conn_id: connection for s3:// paths; ``None`` reads the AWS environment.
+    :param allowed_root: ``labelled_uri`` must lie under this root, checked before any read or write (templated; default
+        the data folder, env ``MLOPS_DATA_DIR``; an s3:// prefix for data on S3; ``"/"`` opts out).
     """
 
     template_fields: Sequence[str] = ("labelled_uri", "model_name", "performance_config", "baseline",
-                                      "mlflow_run_id", "pythonpath", "aws_conn_id")
+                                      "mlflow_run_id", "pythonpath", "allowed_root", "aws_conn_id")
     ui_color = "#fdf1e0"
 
     def __init__(
@@ -265,9 +273,11 @@ class PerformanceMonitorOperator(HooksMixin, BaseOperator):
         allowed_factories: list[str] | None = None,
         mlflow_conn_id: str = MlflowHook.default_conn_name,
         aws_conn_id: str | None = None,
+        allowed_root: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.allowed_root = allowed_root
         self.pythonpath = pythonpath
         self.allowed_factories = allowed_factories
         self.labelled_uri = labelled_uri
@@ -289,6 +299,7 @@ class PerformanceMonitorOperator(HooksMixin, BaseOperator):
         from airflow_mlops.registry.tags import metrics_from_tags, monitor_metric
         from airflow_mlops.tasks import predict_scores
 
+        self.check_data_paths(labelled_uri=self.labelled_uri)
         config = PerformanceConfig.from_dict(self.performance_config)
         service = RegistryService(self.hook.client)
         version = service.version_for_alias(self.model_name, self.champion_alias)

@@ -26,9 +26,12 @@ class BatchInferenceOperator(HooksMixin, BaseOperator):
     :param pythonpath: folders put on ``sys.path`` while the model is rebuilt (where a user factory lives).
     :param mlflow_conn_id: connection of type ``mlflow``.
     :param aws_conn_id: connection for s3:// paths; ``None`` reads the AWS environment.
+    :param allowed_root: ``input_uri`` and ``output_uri`` must lie under this root, checked before any read or write (templated; default
+        the data folder, env ``MLOPS_DATA_DIR``; an s3:// prefix for data on S3; ``"/"`` opts out).
     """
 
-    template_fields: Sequence[str] = ("model_name", "alias", "input_uri", "output_uri", "pythonpath", "aws_conn_id")
+    template_fields: Sequence[str] = ("model_name", "alias", "input_uri", "output_uri", "pythonpath", "allowed_root",
+                                      "aws_conn_id")
 
     def __init__(
         self,
@@ -43,9 +46,11 @@ class BatchInferenceOperator(HooksMixin, BaseOperator):
         allowed_factories: list[str] | None = None,
         mlflow_conn_id: str = MlflowHook.default_conn_name,
         aws_conn_id: str | None = None,
+        allowed_root: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.allowed_root = allowed_root
         self.model_name = model_name
         self.alias = alias
         self.input_uri = input_uri
@@ -61,6 +66,7 @@ class BatchInferenceOperator(HooksMixin, BaseOperator):
         from airflow_mlops.datasets import read_table, write_table
         from airflow_mlops.registry.inference import score_batch
 
+        self.check_data_paths(input_uri=self.input_uri, output_uri=self.output_uri)
         self.hook.configure()
         df = read_table(self.input_uri, self.storage_hook.storage_for(self.input_uri))
         with self.import_path():

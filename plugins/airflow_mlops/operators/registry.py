@@ -44,10 +44,12 @@ class EvaluateModelOperator(HooksMixin, BaseOperator):
     :param pythonpath: folders put on ``sys.path`` while models are rebuilt and metrics imported (templated).
     :param mlflow_conn_id: connection of type ``mlflow``.
     :param aws_conn_id: connection for s3:// paths (templated); ``None`` reads the AWS environment.
+    :param allowed_root: ``eval_uri`` must lie under this root, checked before any read or write (templated; default
+        the data folder, env ``MLOPS_DATA_DIR``; an s3:// prefix for data on S3; ``"/"`` opts out).
     """
 
     template_fields: Sequence[str] = ("checkpoint_uri", "eval_uri", "model_name", "learning_task", "metrics",
-                                      "mlflow_run_id", "pythonpath", "aws_conn_id")
+                                      "mlflow_run_id", "pythonpath", "allowed_root", "aws_conn_id")
 
     def __init__(
         self,
@@ -65,9 +67,11 @@ class EvaluateModelOperator(HooksMixin, BaseOperator):
         allowed_factories: list[str] | None = None,
         mlflow_conn_id: str = MlflowHook.default_conn_name,
         aws_conn_id: str | None = None,
+        allowed_root: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.allowed_root = allowed_root
         self.checkpoint_uri = checkpoint_uri
         self.eval_uri = eval_uri
         self.feature_columns = feature_columns
@@ -95,6 +99,7 @@ class EvaluateModelOperator(HooksMixin, BaseOperator):
         from airflow_mlops.registry.tags import RUN_EVAL_DIGEST, eval_on_tag, format_number, run_eval_metric
         from airflow_mlops.tasks import as_task
 
+        self.check_data_paths(eval_uri=self.eval_uri)
         storage = self.storage_hook.storage_for(self.eval_uri)
         # Read once: the same bytes are scored and digested.
         eval_bytes = storage.read_bytes(self.eval_uri)

@@ -112,7 +112,8 @@ def test_the_operator_streams_both_windows_and_caches_the_profile(windows, tmp_p
     cache = tmp_path / "profile.json"
     op = DriftDetectionOperator(task_id="d", reference_uri=str(folder / "ref.parquet"),
                                 current_uri=str(folder / "cur.parquet"), feature_columns=["a", "b", "c", "d", "e"],
-                                drift_config={"mode": "profile"}, profile_uri=str(cache), engine="streaming")
+                                drift_config={"mode": "profile"}, profile_uri=str(cache), engine="streaming",
+                                allowed_root="/")
     first = op.execute({})
     assert sorted(first["drifted_columns"]) == SHIFTED and cache.exists()
     stamp = json.loads(cache.read_text())["created"]
