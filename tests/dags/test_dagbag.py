@@ -46,6 +46,27 @@ def test_every_param_of_every_form_is_described_and_typed():
     assert None not in bag.dags["continual_learning"].params.get_param("action").schema.get("enum")
 
 
+def test_the_trigger_form_refuses_an_untyped_window_or_a_path():
+    """Airflow checks the Params' format at trigger time: a path or an impossible date never reaches a task."""
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.sdk.definitions.param import ParamValidationError
+
+    bag = DagBag(dag_folder=str(DAGS))
+    checked = 0
+    for dag_id, dag in bag.dags.items():
+        for name in dag.params:
+            if "window" not in name and not name.startswith("reference_"):
+                continue
+            param = dag.params.get_param(name)
+            for bad in ("../../cl_escape", "2024-13-01", "2024-01-31/../../x"):
+                with pytest.raises(ParamValidationError):
+                    param.resolve(bad)
+            good = 3 if "number" in str(param.schema.get("type")) else "2024-01-31"
+            assert param.resolve(good) == good, f"{dag_id}.{name}"
+            checked += 1
+    assert checked >= 8
+
+
 def test_the_approval_branch_follows_the_require_approval_param():
     from airflow.dag_processing.dagbag import DagBag
 
