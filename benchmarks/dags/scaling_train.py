@@ -18,8 +18,8 @@ with DAG(
     tags=["mlops", "benchmark"],
     params={
         "source_uri": Param(type="string", title="Source table"),
-        "window_start": Param("1950-01-01", type="string"),
-        "window_end": Param("1959-12-31", type="string"),
+        "window_start": Param("1950-01-01", type="string", format="date"),
+        "window_end": Param("1959-12-31", type="string", format="date"),
         "features": Param(type="array", title="Feature columns"),
         "target": Param(type="string", title="Label column"),
         "runs": Param(4, type="integer", minimum=1, title="Independent trainings"),
