@@ -182,6 +182,7 @@ class ModelLifecycle:
                 description=pipeline.description or None,
                 pythonpath=spec.pythonpath, allowed_factories=[spec.factory],
                 hyperparameters={"model_kwargs": spec.model_kwargs(), **(hyperparameters or {})},
+                allowed_root=data_root,
                 multiple_outputs=True,
                 retries=1,
             )

@@ -108,7 +108,7 @@ def test_batch_inference_refuses_an_output_outside_the_root(data_dir, tmp_path):
 
 def test_monitors_and_evaluation_refuse_a_table_outside_the_root(data_dir, tmp_path):
     from airflow_mlops.operators.drift import DriftDetectionOperator, PerformanceMonitorOperator
-    from airflow_mlops.operators.registry import EvaluateModelOperator
+    from airflow_mlops.operators.registry import EvaluateModelOperator, RegisterModelOperator
 
     outside, inside = str(tmp_path / "outside" / "source.csv"), str(data_dir / "source.csv")
     cache = data_dir / "profile.json"
@@ -129,6 +129,11 @@ def test_monitors_and_evaluation_refuse_a_table_outside_the_root(data_dir, tmp_p
                                      feature_columns=["x"], target_column="y", model_name="m")
     with pytest.raises(PathOutsideRootError, match="eval_uri"):
         evaluate.execute({})
+    register = RegisterModelOperator(task_id="r", model_name="m", checkpoint_uri=str(data_dir / "ckpt"),
+                                     mlflow_run_id="run", validation={"data_uri": outside}, training={},
+                                     feature_columns=["x"])
+    with pytest.raises(PathOutsideRootError, match="data_uri"):
+        register.execute({})  # the input example is never read from outside
     assert not (tmp_path / "outside" / "p.json").exists()
 
 

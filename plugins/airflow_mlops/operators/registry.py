@@ -161,12 +161,15 @@ class RegisterModelOperator(HooksMixin, BaseOperator):
         factory is stored with the model, so ``mlflow.pyfunc.load_model`` finds it elsewhere.
     :param mlflow_conn_id: connection of type ``mlflow``.
     :param aws_conn_id: connection for s3:// paths (templated); ``None`` reads the AWS environment.
+    :param allowed_root: the data file the input example is read from must lie under this root, checked before it
+        is read (templated; default the data folder, env ``MLOPS_DATA_DIR``; an s3:// prefix for data on S3;
+        ``"/"`` opts out).
     """
 
     template_fields: Sequence[str] = (
         "model_name", "checkpoint_uri", "mlflow_run_id", "validation", "training", "evaluation",
         "hyperparameters", "learning_task", "classes", "data_uri", "parent_version", "description", "pythonpath",
-        "aws_conn_id",
+        "allowed_root", "aws_conn_id",
     )
     operator_extra_links = (MlflowModelVersionLink(),)
 
@@ -190,9 +193,11 @@ class RegisterModelOperator(HooksMixin, BaseOperator):
         allowed_factories: list[str] | None = None,
         mlflow_conn_id: str = MlflowHook.default_conn_name,
         aws_conn_id: str | None = None,
+        allowed_root: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.allowed_root = allowed_root
         self.model_name = model_name
         self.checkpoint_uri = checkpoint_uri
         self.mlflow_run_id = mlflow_run_id
@@ -226,6 +231,8 @@ class RegisterModelOperator(HooksMixin, BaseOperator):
         )
         from airflow_mlops.tasks import as_task
 
+        data_uri = self.data_uri or (self.validation or {}).get("data_uri")
+        self.check_data_paths(data_uri=data_uri)
         ti = context["ti"]
         dag = context["dag"]
         with self.import_path():
@@ -249,7 +256,6 @@ class RegisterModelOperator(HooksMixin, BaseOperator):
                 bundle=_bundle(context),
             )
             # The input example is real: the first rows of the data the model was trained on.
-            data_uri = self.data_uri or (self.validation or {}).get("data_uri")
             example = read_table(data_uri, self.storage_hook.storage_for(data_uri)).head(5)[list(self.feature_columns)]
             example = example.astype("float64")  # float32 rows convert safely; the reverse is refused
             task = as_task(self.learning_task or (manifest.get("config") or {}).get("task") or "binary")
