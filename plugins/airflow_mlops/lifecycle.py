@@ -150,6 +150,7 @@ class ModelLifecycle:
                 pythonpath=spec.pythonpath,
                 init_checkpoint_uri=init_checkpoint_uri,
                 protect_registered_model=spec.name,
+                allowed_root=data_root,
                 mlflow_conn_id="mlflow_default",
                 mlflow_run_id=mlflow_run_id,
                 multiple_outputs=True,

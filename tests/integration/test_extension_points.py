@@ -70,7 +70,8 @@ def trained(tmp_path_factory, rainfall_source):
     rows.iloc[:300].to_csv(train_uri, index=False)
     rows.iloc[300:].to_csv(eval_uri, index=False)
     op = SmallTraining(task_id="train", train_uri=train_uri, eval_uri=eval_uri, target_column="rain",
-                       feature_columns=FEATURES, checkpoint_dir=str(folder / "ckpt"), epochs=5)
+                       feature_columns=FEATURES, checkpoint_dir=str(folder / "ckpt"), epochs=5,
+                       allowed_root=str(folder))
     result = op.execute(_context())
     return {"result": result, "train_uri": train_uri, "eval_uri": eval_uri, "folder": folder}
 
@@ -89,7 +90,7 @@ def test_compute_metrics_override_scores_both_models(trained, mlflow_fresh):
 
     op = BusinessEvaluation(task_id="evaluate", checkpoint_uri=trained["result"]["checkpoint_uri"],
                             eval_uri=trained["eval_uri"], feature_columns=FEATURES, target_column="rain",
-                            model_name=f"ext-{uuid.uuid4().hex[:6]}")
+                            model_name=f"ext-{uuid.uuid4().hex[:6]}", allowed_root=str(trained["folder"]))
     out = op.execute(_context())
     assert out["task"] == "binary" and out["eval_rows"] == 100
     assert "missed_rain_cost" in out["challenger"] and "auc" in out["challenger"]

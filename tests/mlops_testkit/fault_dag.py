@@ -20,4 +20,5 @@ with DAG("fault_training", schedule=None, catchup=False) as dag:
         learning_rate=CFG["learning_rate"], seed=CFG["seed"], nproc_per_node=CFG["nproc_per_node"],
         model_kwargs=CFG["model_kwargs"], checkpoint_dir=CFG["checkpoint_dir"], checkpoint_policy=CFG["checkpoint"],
         training_options={"log_every_n_steps": CFG["log_every_n_steps"]},
+        allowed_root="/",  # the fault tests' data lie in their own temporary folders
     )

@@ -188,3 +188,31 @@ def test_the_plan_reads_and_writes_only_under_the_data_folder(data_dir, tmp_path
     with pytest.raises(PathOutsideRootError, match="train_uri"):
         prepare_fine_tune(_spec(), moved, str(data_dir / "source.csv"), sample_budget=500)
     assert _files(tmp_path) == before
+
+
+def test_training_refuses_a_table_outside_the_root(data_dir, tmp_path):
+    from airflow_mlops.operators.training import DistributedTrainingOperator
+
+    op = DistributedTrainingOperator(task_id="train", train_uri=str(data_dir / "source.csv"),
+                                     eval_uri=f"{data_dir}/../outside/source.csv", target_column="y",
+                                     feature_columns=["x"], checkpoint_dir=str(tmp_path / "ckpt"))
+    with pytest.raises(PathOutsideRootError, match="eval_uri"):
+        op.execute({})  # before any worker starts or checkpoint folder is made
+    assert not (tmp_path / "ckpt").exists()
+
+
+def test_every_operator_that_reads_or_writes_data_has_a_templated_root():
+    from airflow_mlops.operators.drift import (
+        DriftDetectionOperator,
+        PerformanceMonitorOperator,
+        TriggerPolicyOperator,
+    )
+    from airflow_mlops.operators.inference import BatchInferenceOperator
+    from airflow_mlops.operators.registry import EvaluateModelOperator, RegisterModelOperator
+    from airflow_mlops.operators.training import DistributedTrainingOperator
+    from airflow_mlops.operators.validation import DataValidationOperator
+
+    for operator in (PrepareWindowOperator, DataValidationOperator, DistributedTrainingOperator,
+                     EvaluateModelOperator, RegisterModelOperator, BatchInferenceOperator, DriftDetectionOperator,
+                     PerformanceMonitorOperator, TriggerPolicyOperator):
+        assert "allowed_root" in operator.template_fields, operator.__name__

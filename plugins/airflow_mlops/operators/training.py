@@ -88,6 +88,9 @@ class DistributedTrainingOperator(HooksMixin, BaseOperator):
     :param pythonpath: folders added to the workers' PYTHONPATH, e.g. ``include/`` for model factories (templated).
     :param timeout_s: stop the workers after this many seconds (templated).
     :param launcher: launcher instance to use instead of ``launcher_class()``.
+    :param allowed_root: ``train_uri`` and ``eval_uri`` must lie under this root, checked before the workers start
+        (templated; default the data folder, env ``MLOPS_DATA_DIR``; an s3:// prefix for data on S3; ``"/"`` opts
+        out). Checkpoint folders are not data paths and are not checked.
     """
 
     #: What starts the training processes; swap it in a subclass (or pass ``launcher``).
@@ -98,7 +101,7 @@ class DistributedTrainingOperator(HooksMixin, BaseOperator):
         "model_kwargs", "epochs", "batch_size", "learning_rate", "seed", "nproc_per_node", "nnodes", "node_rank",
         "rdzv_endpoint", "checkpoint_dir", "checkpoint_base", "checkpoint_policy", "early_stopping", "init_checkpoint_uri",
         "protected_checkpoints", "protect_registered_model", "training_options", "mlflow_run_id", "experiment_name", "pythonpath",
-        "timeout_s", "aws_conn_id",
+        "timeout_s", "allowed_root", "aws_conn_id",
     )
     template_fields_renderers = {"model_kwargs": "json", "checkpoint_policy": "json", "early_stopping": "json",
                                  "training_options": "json"}
@@ -139,6 +142,7 @@ class DistributedTrainingOperator(HooksMixin, BaseOperator):
         pythonpath: list[str] | None = None,
         timeout_s: float | str | None = None,
         launcher: Any = None,
+        allowed_root: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -170,6 +174,7 @@ class DistributedTrainingOperator(HooksMixin, BaseOperator):
         self.mlflow_run_id = mlflow_run_id
         self.experiment_name = experiment_name
         self.aws_conn_id = aws_conn_id
+        self.allowed_root = allowed_root
         self.pythonpath = pythonpath
         self.timeout_s = timeout_s
         self.launcher = launcher
@@ -251,6 +256,7 @@ class DistributedTrainingOperator(HooksMixin, BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_mlops.training.launcher import try_tempdir
 
+        self.check_data_paths(train_uri=self.train_uri, eval_uri=self.eval_uri or None)
         # Unlike a TemporaryDirectory, a folder a SIGKILLed try left behind is removed by the next try.
         with try_tempdir() as output_dir:
             config = self.build_config(context, output_dir)
