@@ -90,38 +90,6 @@ def resolve_request(spec: ModelSpec, default_source: str, params: dict[str, Any]
     }
 
 
-def add_replay(spec: ModelSpec, window: dict[str, Any], source_uri: str, rows: int, data_root: str | None = None,
-               storage_for: Any = None) -> str:
-    """
-    The window's training rows plus a seeded sample of ``rows`` older rows of the source (rehearsal against
-    forgetting), in time order, written beside the window; the window's own file when there is nothing to add.
-    Every path must lie under ``data_root`` (None: the data folder; ``"/"`` opts out), checked before any I/O.
-    """
-    import pandas as pd
-
-    from airflow_mlops.datasets import read_table, typed_bounds, write_table
-    from airflow_mlops.hooks.storage import get_storage
-
-    storage_for = storage_for or get_storage
-    if rows <= 0:
-        return window["train_uri"]
-    out = _plan_uri(window["train_uri"], "train_replay_")
-    _check_paths(data_root, source_uri=source_uri, train_uri=window["train_uri"], output=out)
-    source = read_table(source_uri, storage_for(source_uri))
-    column = spec.time_column
-    values, start, _end = typed_bounds(source[column], window["start"], window["end"], spec.time_type)
-    older = source[values < start]
-    if older.empty:
-        return window["train_uri"]
-    train = read_table(window["train_uri"], storage_for(window["train_uri"]))
-    sample = older.sample(n=min(rows, len(older)), random_state=0)
-    order = spec.key_column or column
-    # Rows stay in time order: suites may check that keys increase.
-    write_table(pd.concat([sample, train]).sort_values(order, kind="stable").reset_index(drop=True), out,
-                storage_for(out))
-    return out
-
-
 @dataclass(frozen=True)
 class FineTunePlan:
     """

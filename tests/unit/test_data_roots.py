@@ -171,7 +171,7 @@ def test_the_drift_events_source_must_lie_under_the_data_folder(data_dir, tmp_pa
 
 
 def test_the_plan_reads_and_writes_only_under_the_data_folder(data_dir, tmp_path):
-    from airflow_mlops.continual import add_replay, prepare_fine_tune
+    from airflow_mlops.continual import prepare_fine_tune
 
     window = _window(str(data_dir / "source.csv"), "2024-03-01", "2024-03-31", time_column="day",
                      time_type="date").execute(CONTEXT)
@@ -182,8 +182,6 @@ def test_the_plan_reads_and_writes_only_under_the_data_folder(data_dir, tmp_path
     outside = str(tmp_path / "outside" / "source.csv")
     with pytest.raises(PathOutsideRootError, match="source_uri"):
         prepare_fine_tune(_spec(), window, outside, sample_budget=500)
-    with pytest.raises(PathOutsideRootError, match="source_uri"):
-        add_replay(_spec(), window, outside, rows=10)
     moved = {**window, "train_uri": str(tmp_path / "outside" / "train_x.csv")}
     with pytest.raises(PathOutsideRootError, match="train_uri"):
         prepare_fine_tune(_spec(), moved, str(data_dir / "source.csv"), sample_budget=500)
