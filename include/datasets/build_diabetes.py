@@ -12,9 +12,10 @@ chosen by batch, and ``row_id`` is a stable key.
 
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
+
+from table_file import run, write_parquet
 
 FEATURES = ["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"]
 TARGET = "progression"
@@ -38,21 +39,8 @@ def build(out: str | os.PathLike[str]) -> Path:
     df.insert(0, "row_id", np.arange(n, dtype="int64"))
     df.insert(1, "batch", (np.arange(n, dtype="int64") * BATCHES // n + 1).astype("int64"))
     df[TARGET] = np.asarray(bunch.target, dtype="float64")
-    out_path = Path(out)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_suffix(".tmp")
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, out_path)
-    return out_path
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="data/diabetes/diabetes.parquet")
-    args = parser.parse_args()
-    path = build(args.out)
-    print(path)
+    return write_parquet(df, out)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run(build, __doc__, "data/diabetes/diabetes.parquet"))

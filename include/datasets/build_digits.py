@@ -10,9 +10,10 @@ consecutive batches of about 100 rows so that windows can be chosen by batch, an
 
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
+
+from table_file import run, write_parquet
 
 N_PIXELS = 64
 FEATURES = [f"px_{i}" for i in range(N_PIXELS)]
@@ -35,21 +36,8 @@ def build(out: str | os.PathLike[str]) -> Path:
     df.insert(0, "row_id", np.arange(n, dtype="int64"))
     df.insert(1, "batch", (np.arange(n, dtype="int64") * BATCHES // n + 1).astype("int64"))
     df[TARGET] = target
-    out_path = Path(out)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_suffix(".tmp")
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, out_path)
-    return out_path
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="data/digits/digits.parquet")
-    args = parser.parse_args()
-    path = build(args.out)
-    print(path)
+    return write_parquet(df, out)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run(build, __doc__, "data/digits/digits.parquet"))

@@ -9,9 +9,10 @@ six hours later (rows without one are dropped). Nothing is downloaded.
 
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
+
+from table_file import run, write_parquet
 
 ORIGINS = ["EWR", "JFK", "LGA"]
 READINGS = ["temp", "dewp", "humid", "wind_speed", "precip", "pressure", "visib"]
@@ -43,22 +44,8 @@ def build(out: str | os.PathLike[str]) -> Path:
     df.insert(0, "row", np.arange(len(df)))
     df = df[["row", "date", *FEATURES, TARGET]]
     df[[*FEATURES, TARGET]] = df[[*FEATURES, TARGET]].astype("float64")
-    out_path = Path(out)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_suffix(".tmp")
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, out_path)
-    return out_path
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=os.path.join(os.environ.get("MLOPS_DATA_DIR", "data"), "weather",
-                                                      "weather.parquet"))
-    path = build(parser.parse_args().out)
-    print(path)
-    return 0
+    return write_parquet(df, out)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run(build, __doc__, os.path.join(os.environ.get("MLOPS_DATA_DIR", "data"), "weather", "weather.parquet")))
