@@ -12,22 +12,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mlops_testkit.deploy_secrets import ENV_EXAMPLE, example_env
+
 REPO = Path(__file__).resolve().parents[2]
 DOCKER = REPO / "docker"
 COMPOSE = DOCKER / "compose.yaml"
-ENV_EXAMPLE = DOCKER / ".env.example"
 AIRFLOW_SERVICES = ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer")
 CORE = {"preflight", "postgres", "s3", "s3-init", "mlflow", "mlflow-init", "airflow-init", *AIRFLOW_SERVICES}
 COMPOSE_BIN = shutil.which("docker-compose")
-
-
-def _env_file() -> dict[str, str]:
-    out = {}
-    for line in ENV_EXAMPLE.read_text().splitlines():
-        if line.strip() and not line.startswith("#"):
-            key, _, value = line.partition("=")
-            out[key] = value
-    return out
 
 
 def _config(*options: str, env_file: Path | None = ENV_EXAMPLE, args: tuple[str, ...] = ()
@@ -47,7 +39,7 @@ def resolved() -> dict:
         assert proc.returncode == 0, proc.stderr
         return yaml.safe_load(proc.stdout)
     text = COMPOSE.read_text()
-    env = _env_file()
+    env = example_env()
     text = re.sub(r"\$\{(\w+)(?::?[-?][^}]*)?\}", lambda m: env.get(m.group(1), ""), text)
     return yaml.safe_load(text)
 
@@ -130,7 +122,7 @@ def test_published_ports_are_on_loopback_only(resolved):
 
 
 def test_example_env_holds_no_real_secret():
-    env = _env_file()
+    env = example_env()
     for key in ("POSTGRES_PASSWORD", "AIRFLOW_DB_PASSWORD", "MLFLOW_DB_PASSWORD", "S3_ROOT_USER", "S3_ROOT_PASSWORD",
                 "S3_ACCESS_KEY", "S3_SECRET_KEY", "MLFLOW_ADMIN_PASSWORD", "MLFLOW_AIRFLOW_PASSWORD", "MLFLOW_FLASK_SECRET_KEY",
                 "REDIS_PASSWORD",
@@ -164,7 +156,7 @@ def hardened(tmp_path_factory) -> dict:
         pytest.skip("docker-compose is not installed (.ci/run installs it)")
     from mlops_testkit.deploy_secrets import good_env
 
-    values = {**_env_file(), **good_env(), "AIRFLOW_EXECUTOR": "CeleryExecutor"}
+    values = {**example_env(), **good_env(), "AIRFLOW_EXECUTOR": "CeleryExecutor"}
     env_file = tmp_path_factory.mktemp("hardened") / "good.env"
     env_file.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
     proc = _config("--profile", "celery", env_file=env_file)

@@ -10,26 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from mlops_testkit.deploy_secrets import good_env
+from mlops_testkit.deploy_secrets import example_env, good_env
 
 REPO = Path(__file__).resolve().parents[2]
 PREFLIGHT = REPO / "include" / "scripts" / "preflight.py"
-ENV_EXAMPLE = REPO / "docker" / ".env.example"
 
 _spec = importlib.util.spec_from_file_location("mlops_preflight", PREFLIGHT)
 preflight = importlib.util.module_from_spec(_spec)
 sys.modules[_spec.name] = preflight
 _spec.loader.exec_module(preflight)
-
-
-def example_env() -> dict[str, str]:
-    """docker/.env.example as an operator who copied it without editing would run it."""
-    out = {}
-    for line in ENV_EXAMPLE.read_text().splitlines():
-        if line.strip() and not line.startswith("#"):
-            key, _, value = line.partition("=")
-            out[key] = value
-    return out
 
 
 def _run(env: dict[str, str]) -> subprocess.CompletedProcess:

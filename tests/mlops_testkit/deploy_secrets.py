@@ -2,6 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+ENV_EXAMPLE = Path(__file__).resolve().parents[2] / "docker" / ".env.example"
+
+
+def example_env() -> dict[str, str]:
+    """docker/.env.example as an operator who copied it without editing would run it."""
+    out = {}
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            out[key] = value
+    return out
+
 
 def good_env() -> dict[str, str]:
     """Values generated as docker/.env.example says (fresh random ones, each different)."""
