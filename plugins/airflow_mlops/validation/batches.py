@@ -127,6 +127,19 @@ def check_batch_exists(path: str, storage: Storage) -> None:
         )
 
 
+def check_parquet_ends(path: str, head: bytes, tail: bytes, size: int) -> None:
+    """Refuse a file that does not start and end with Parquet's magic bytes (``tail``: its last 8 bytes)."""
+    if head[:4] != PARQUET_MAGIC:
+        kind = _binary_kind(head) or "text or unknown bytes"
+        raise _unreadable(path, "not a Parquet file", "a Parquet file starting with the magic bytes PAR1",
+                          f"{kind}, starting with {head[:8]!r}")
+    if tail[-4:] != PARQUET_MAGIC:
+        raise _unreadable(path, "the Parquet file is truncated",
+                          "a Parquet file ending with its footer and the magic bytes PAR1",
+                          f"{size} bytes ending with {tail!r}",
+                          hint="the upload or copy was cut short, rewrite the file; " + _READ_HINT)
+
+
 def detect_format(path: str, data: bytes, declared: DataFormat = DataFormat.AUTO) -> DataFormat:
     """Pick the parser: the declared format, else the extension, else the content."""
     if declared != DataFormat.AUTO:
@@ -167,15 +180,7 @@ def parse_batch(path: str, data: bytes, fmt: DataFormat = DataFormat.AUTO) -> pd
                           "0 bytes", hint="the writer probably failed half-way; " + _READ_HINT)
     fmt = detect_format(path, data, fmt)
     if fmt == DataFormat.PARQUET:
-        if data[:4] != PARQUET_MAGIC:
-            kind = _binary_kind(data) or "text or unknown bytes"
-            raise _unreadable(path, "not a Parquet file", "a Parquet file starting with the magic bytes PAR1",
-                              f"{kind}, starting with {data[:8]!r}")
-        if data[-4:] != PARQUET_MAGIC:
-            raise _unreadable(path, "the Parquet file is truncated",
-                              "a Parquet file ending with its footer and the magic bytes PAR1",
-                              f"{len(data)} bytes ending with {data[-8:]!r}",
-                              hint="the upload or copy was cut short, rewrite the file; " + _READ_HINT)
+        check_parquet_ends(path, data[:4096], data[-8:], len(data))
         try:
             return pd.read_parquet(io.BytesIO(data))
         except Exception as exc:  # pyarrow raises several types for a damaged file

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING
 from airflow_mlops.hooks.storage import Storage, is_s3, local_path
 from airflow_mlops.validation.batches import (
     _READ_HINT,
-    PARQUET_MAGIC,
     DataFormat,
     _binary_kind,
     _unreadable,
+    check_parquet_ends,
     detect_format,
 )
 
@@ -96,15 +96,7 @@ def check_file(path: str, declared: DataFormat = DataFormat.AUTO) -> FileCheck:
             raise _unreadable(path, "the file holds only whitespace", "a CSV file with a header row",
                               repr(head[:20].decode("utf-8", "replace")))
     if fmt == DataFormat.PARQUET:
-        if head[:4] != PARQUET_MAGIC:
-            kind = _binary_kind(head) or "text or unknown bytes"
-            raise _unreadable(path, "not a Parquet file", "a Parquet file starting with the magic bytes PAR1",
-                              f"{kind}, starting with {head[:8]!r}")
-        if tail[-4:] != PARQUET_MAGIC:
-            raise _unreadable(path, "the Parquet file is truncated",
-                              "a Parquet file ending with its footer and the magic bytes PAR1",
-                              f"{size} bytes ending with {tail!r}",
-                              hint="the upload or copy was cut short, rewrite the file; " + _READ_HINT)
+        check_parquet_ends(path, head, tail, size)
     return FileCheck("sha256:" + digest.hexdigest(), size, fmt)
 
 
